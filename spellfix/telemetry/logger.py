@@ -18,11 +18,14 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .logline import check_metric_key, format_log_line
 from .schema import mean_metrics
 from .writers import JsonlWriter, TensorBoardWriter
+
+if TYPE_CHECKING:
+    from .sampler import DeviceSource
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +43,8 @@ class RunLogger:
             the sampler off (rows then carry only the caller's metrics).
         tensorboard: write TensorBoard event files.
         stdout: print one ``spellfix: step=...`` line per log step.
-        device_source: ``auto`` (NVML if it starts, else CPU), ``nvml`` or ``cpu``.
+        device_source: ``auto`` (NVML if it starts, else CPU), ``nvml``, ``cpu``, or a ready
+            source object (anything with ``name``, ``sample()`` and ``close()``).
         stream: where log lines go (stdout by default; tests pass a buffer).
     """
 
@@ -52,7 +56,7 @@ class RunLogger:
         sample_interval_s: float | None = 1.0,
         tensorboard: bool = True,
         stdout: bool = True,
-        device_source: str = "auto",
+        device_source: str | DeviceSource = "auto",
         stream: TextIO | None = None,
     ) -> None:
         self.enabled = enabled
@@ -71,7 +75,8 @@ class RunLogger:
         if sample_interval_s:
             from .sampler import DeviceSampler, open_source
 
-            self._sampler = DeviceSampler(open_source(device_source), sample_interval_s).start()
+            source = open_source(device_source) if isinstance(device_source, str) else device_source
+            self._sampler = DeviceSampler(source, sample_interval_s).start()
 
     @property
     def sampler(self):  # noqa: ANN201 - DeviceSampler | None, kept lazy to avoid the import
