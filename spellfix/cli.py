@@ -1,0 +1,255 @@
+"""The ``spellfix`` command: a thin face over library functions research code can call directly.
+
+Every subcommand has ``--help``, exits 0 on success, and on a user error prints one line
+``spellfix: error: <what to fix>`` and exits non-zero (2; 143 after a SIGTERM checkpoint).
+Heavy imports happen inside the subcommand that needs them, so ``spellfix --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+EXIT_USER_ERROR = 2
+EXIT_SIGTERM = 143
+
+
+# ----------------------------------------------------------------------------------- commands
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from spellfix.config import load_recipe
+    from spellfix.training.loop import train
+
+    recipe = load_recipe(args.recipe, overrides=args.set)
+    result = train(recipe, args.output_dir, resume=args.resume, progress=not args.no_progress)
+    summary = {
+        "output_dir": str(result.output_dir),
+        "final_dir": str(result.final_dir) if result.final_dir else None,
+        "best_dir": str(result.best_dir) if result.best_dir else None,
+        "steps": result.steps,
+        "minutes": round(result.elapsed_s / 60, 2),
+        **{k: v for k, v in result.metrics.items() if k in ("exact_match", "exact_match_misspelled", "false_positive_rate")},
+    }
+    print(json.dumps(summary))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from spellfix.evaluation import evaluate, format_metrics
+
+    metrics = evaluate(args.model, args.data, backend=args.backend, batch_size=args.batch_size, limit=args.limit, json_out=args.json, num_beams=args.num_beams)
+    print(format_metrics(metrics))
+    return 0
+
+
+def cmd_correct(args: argparse.Namespace) -> int:
+    from spellfix.inference import SpellCorrector
+
+    queries = args.queries or [line.rstrip("\n") for line in sys.stdin]
+    fixer = SpellCorrector(args.model, backend=args.backend, num_beams=args.num_beams)
+    for fixed in fixer.correct(queries):
+        print(fixed)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from spellfix.export import export
+
+    formats = [f.strip() for f in args.format.split(",") if f.strip()]
+    manifest = export(args.model, args.output, formats=formats, fp16=args.fp16, opset=args.opset)
+    print(json.dumps({"output": str(args.output), "formats": formats, "files": len(manifest.get("files", {}))}))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from spellfix.telemetry.report import write_report
+
+    logdirs = [Path(args.logdir), *(Path(d) for d in args.compare or [])]
+    table = write_report(logdirs, Path(args.output), labels=args.labels)
+    print(table)
+    return 0
+
+
+def cmd_recipes(args: argparse.Namespace) -> int:
+    from spellfix.config import describe_fields, list_recipes
+
+    if args.fields:
+        for key, default, help_text in describe_fields():
+            print(f"{key:40s} {default:14s} {help_text}")
+        return 0
+    for name, description in list_recipes():
+        print(f"{name:32s} {description}")
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    if args.data_command == "check":
+        from spellfix.data.readers import read_pairs
+
+        rows, report = read_pairs(args.file, query_column=args.query_column, correction_column=args.correction_column, on_error="skip")
+        for problem in report.problems:
+            print(problem)
+        print(report.summary())
+        return 0 if report.n_skipped == 0 else 1
+    if args.data_command == "noise":
+        from spellfix.config import write_text_atomic
+        from spellfix.data.noise import make_noisy_pairs
+        from spellfix.data.readers import read_clean_queries
+
+        clean, _ = read_clean_queries(args.input)
+        pairs = make_noisy_pairs(clean, seed=args.seed)
+        lines = [json.dumps({"query": q, "correction": c}) for q, c in pairs]
+        write_text_atomic(Path(args.output), "\n".join(lines) + "\n")
+        print(f"wrote {len(lines)} pairs to {args.output}")
+        return 0
+    raise AssertionError(args.data_command)
+
+
+def _delegate(module: str, function: str = "run") -> Callable[[argparse.Namespace], int]:
+    """Subcommands implemented in their own module (serve, bench, launch) with run(args) -> int."""
+
+    def call(args: argparse.Namespace) -> int:
+        import importlib
+
+        return importlib.import_module(module).__getattribute__(function)(args)
+
+    return call
+
+
+# ------------------------------------------------------------------------------------ parsing
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="spellfix", description="Train, evaluate, export and serve BART spelling correctors.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a recipe")
+    p.add_argument("--recipe", required=True, help="recipe YAML or shipped recipe name (see `spellfix recipes`)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field, e.g. train.lr=3e-4")
+    p.add_argument("--output-dir", help="run directory (default runs/<recipe name>)")
+    p.add_argument("--resume", default="auto", help="auto (newest complete checkpoint), never, or a checkpoint path")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="score a model on a pair file")
+    p.add_argument("--model", required=True, help="training output dir, checkpoint dir, export dir or hub id")
+    p.add_argument("--data", required=True, help="pair file (query, correction)")
+    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"])
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--num-beams", type=int, default=1)
+    p.add_argument("--limit", type=int, help="evaluate the first N rows only")
+    p.add_argument("--json", help="write the metrics JSON here")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("export", help="export a model (hf, onnx, tensorrt, triton)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--output", required=True)
+    p.add_argument("--format", default="hf,onnx", help="comma-separated: hf,onnx,tensorrt,triton")
+    p.add_argument("--fp16", action="store_true", help="also write fp16 graphs for TensorRT")
+    p.add_argument("--opset", type=int, default=17)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("correct", help="correct queries given as arguments or on stdin")
+    p.add_argument("--model", required=True)
+    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"])
+    p.add_argument("--num-beams", type=int, default=1)
+    p.add_argument("queries", nargs="*", metavar="QUERY")
+    p.set_defaults(func=cmd_correct)
+
+    p = sub.add_parser("serve", help="start Triton on 127.0.0.1 for a model repository")
+    p.add_argument("--model-repository", required=True)
+    p.add_argument("--port", type=int, default=8000, help="HTTP port (gRPC = port+1, metrics = port+2)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
+    p.set_defaults(func=_delegate("spellfix.serving.server"))
+
+    p = sub.add_parser("bench", help="side-by-side benchmarks")
+    p.add_argument("which", choices=["train", "infer"])
+    p.add_argument("--json", help="write results JSON here")
+    p.add_argument("--quick", action="store_true", help="fewer repeats (smoke run)")
+    p.set_defaults(func=_delegate("spellfix.bench"))
+
+    p = sub.add_parser("report", help="plot telemetry of one or more runs")
+    p.add_argument("--logdir", required=True)
+    p.add_argument("--compare", nargs="*", help="more runs drawn side by side")
+    p.add_argument("--labels", nargs="*", help="one label per run")
+    p.add_argument("--output", required=True, help="PNG path (a .md table is written next to it)")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("launch", help="launch training elsewhere")
+    launch_sub = p.add_subparsers(dest="launch_target", required=True)
+    sm = launch_sub.add_parser("sagemaker", help="submit a SageMaker training job")
+    try:
+        from spellfix.launch.sagemaker import add_arguments
+
+        add_arguments(sm)
+        sm.set_defaults(func=_delegate("spellfix.launch.sagemaker"))
+    except ImportError as exc:  # pragma: no cover - only when the module itself is broken
+        sm.set_defaults(func=lambda a, exc=exc: _fail(f"SageMaker launcher unavailable: {exc}"))
+
+    p = sub.add_parser("recipes", help="list shipped recipes")
+    p.add_argument("--fields", action="store_true", help="list every recipe field with its default and help")
+    p.set_defaults(func=cmd_recipes)
+
+    p = sub.add_parser("data", help="data utilities")
+    data_sub = p.add_subparsers(dest="data_command", required=True)
+    d = data_sub.add_parser("check", help="validate a pair file and list every bad row")
+    d.add_argument("file")
+    d.add_argument("--query-column", default="query")
+    d.add_argument("--correction-column", default="correction")
+    d = data_sub.add_parser("noise", help="turn clean queries into (noisy, clean) pairs")
+    d.add_argument("--input", required=True)
+    d.add_argument("--output", required=True, help="JSONL output")
+    d.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_data)
+    return parser
+
+
+def _fail(message: str) -> int:
+    print(f"spellfix: error: {message}", file=sys.stderr)
+    return EXIT_USER_ERROR
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
+    for noisy in ("httpx", "urllib3", "datasets", "filelock", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        import transformers
+
+        transformers.utils.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command in ("train", "evaluate", "export", "correct", "bench"):
+        _configure_logging(args.verbose)
+    else:
+        logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    from spellfix.training.signals import Preempted
+
+    try:
+        return int(args.func(args) or 0)
+    except Preempted as exc:
+        print(f"spellfix: {exc}", file=sys.stderr)
+        return EXIT_SIGTERM
+    except KeyboardInterrupt:
+        return _fail("interrupted")
+    except (ValueError, FileNotFoundError, RuntimeError, ImportError, OSError) as exc:
+        if args.verbose:
+            raise
+        return _fail(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
