@@ -360,7 +360,7 @@ def test_normalize_query_matches_project_scoring() -> None:
 
 def test_data_package_imports_without_torch() -> None:
     code = (
-        "import sys, spellfix.data as d; d.read_pairs; d.read_clean_queries; "
+        "import sys, spellfix.data as d; d.read_pairs; d.read_clean_queries; d.make_noisy_pairs; d.NoiseConfig; "
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
