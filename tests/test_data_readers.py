@@ -364,3 +364,54 @@ def test_data_package_imports_without_torch() -> None:
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---------------------------------------------------------------- shipped data (data/)
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO / "data"
+
+
+def test_shipped_dev_set_has_one_misspelled_and_one_identity_row_per_query() -> None:
+    rows, report = read_pairs(DATA / "dev.jsonl", on_error="error")
+    assert report.n_kept == len(rows) > 0
+    misspelled = [r for r in rows if r["error_type"] == "misspelled"]
+    identity = [r for r in rows if r["error_type"] == "none"]
+    assert len(misspelled) == len(identity) == len(rows) // 2
+    assert all(r["query"] == r["correction"] for r in identity)
+    assert all(r["query"] != r["correction"] and r["misspelling"] in r["query"].split() for r in misspelled)
+    assert {r["id"] for r in misspelled} == {r["id"] for r in identity}
+    assert {r["correction"] for r in misspelled} == {r["query"] for r in identity}
+    assert {r["real_word"] for r in misspelled} == {"0", "1"} and {r["domain"] for r in rows} == {"music", "product"}
+
+
+def test_shipped_clean_queries_are_valid_short_and_do_not_leak_dev_queries() -> None:
+    path = DATA / "clean_queries.txt"
+    assert path.stat().st_size < 10_000_000
+    queries, report = read_clean_queries(path, on_error="error")
+    assert 100_000 <= len(queries) <= 300_000 and report.n_skipped == 0
+    assert all(1 <= len(q.split()) <= 5 for q in queries)
+    dev_rows, _ = read_pairs(DATA / "dev.jsonl")
+    leaked = {r["correction"] for r in dev_rows} & set(queries)
+    assert not leaked, f"dev queries found verbatim in clean_queries.txt: {sorted(leaked)[:5]}"
+
+
+def test_shipped_files_match_the_build_manifest() -> None:
+    import hashlib
+
+    manifest = json.loads((DATA / "MANIFEST.json").read_text(encoding="utf-8"))
+    for name, entry in manifest["files"].items():
+        assert hashlib.sha256((DATA / name).read_bytes()).hexdigest() == entry["sha256"], f"data/{name} changed; rerun data/build_data.py"
+
+
+def test_shipped_confusion_tsv_reads_positionally_with_source_column() -> None:
+    rows, report = read_pairs(DATA / "real_errors_train.tsv", on_error="error")
+    assert report.n_rows == 19085 and rows[0].keys() == {"query", "correction", "source"}
+
+
+@pytest.mark.slow
+def test_build_data_rebuilds_clean_queries_bit_for_bit() -> None:
+    done = subprocess.run(
+        [sys.executable, str(DATA / "build_data.py"), "--check"], capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr
