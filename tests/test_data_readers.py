@@ -113,6 +113,12 @@ def test_gzipped_jsonl_is_read(tmp_path: Path) -> None:
     assert rows == [{"query": "teh", "correction": "the"}]
 
 
+def test_json_array_file_is_rejected_with_a_json_lines_hint(tmp_path: Path) -> None:
+    path = write_bytes(tmp_path / "pairs.json", b'[{"query": "teh", "correction": "the"}]\n')
+    with pytest.raises(DataError, match=r"pairs.json:1: a JSON array is not supported; write one JSON object per line"):
+        read_pairs(path)
+
+
 # ---------------------------------------------------------------- empty / missing / unknown
 
 
