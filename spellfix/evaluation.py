@@ -216,16 +216,19 @@ def _percentile(values: Sequence[float], pct: float) -> float:
 def row_groups(rows: Sequence[Mapping[str, str]]) -> dict[str, list[str]]:
     """Breakdown labels from a pair file's extra columns.
 
-    ``error_type`` is derived when absent: ``none`` for identity rows, else ``real-word`` when a
-    ``real_word`` column says 1/true (the misspelling is itself a word), else ``non-word``.
-    Other known columns (domain, source) are used when every row has them with few values."""
+    ``error_type`` is derived whenever a ``real_word`` column exists (as in data/dev.jsonl):
+    ``none`` for identity rows, ``real-word`` when real_word is 1/true (the misspelling is itself a
+    dictionary word: only context can fix it), else ``non-word``. Otherwise the known columns
+    (domain, error_type, source) are used when every row has them with few distinct values."""
     groups: dict[str, list[str]] = {}
+    if not rows:
+        return groups
     for column in GROUP_COLUMNS:
-        if rows and all(column in r for r in rows):
+        if all(column in r for r in rows):
             labels = [str(r[column]) for r in rows]
             if len(set(labels)) <= MAX_GROUP_VALUES:
                 groups[column] = labels
-    if "error_type" not in groups and rows and all("real_word" in r for r in rows):
+    if all("real_word" in r for r in rows):
         groups["error_type"] = [
             "none"
             if normalize(r["query"]) == normalize(r["correction"])

@@ -138,11 +138,15 @@ def resolve_dictionary(source: str, builtin_name: str) -> Path:
     return path
 
 
-@functools.lru_cache(maxsize=4)
 def load_symspell(
     dictionary: str = BUILTIN, bigram_dictionary: str = BUILTIN, max_edit_distance: int = 2, prefix_length: int = 7
 ):
     """A loaded ``symspellpy.SymSpell`` (cached per process: building the delete index takes ~3 s)."""
+    return _load_symspell(dictionary, bigram_dictionary, max_edit_distance, prefix_length)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_symspell(dictionary: str, bigram_dictionary: str, max_edit_distance: int, prefix_length: int):
     from symspellpy import SymSpell
 
     sym = SymSpell(max_dictionary_edit_distance=max_edit_distance, prefix_length=prefix_length)

@@ -1,0 +1,308 @@
+"""Accuracy side by side: spellfix vs SymSpell vs pyspellchecker, one scoring rule, every dev set.
+
+Issue 8's bar: on queries_dev the shipped model must beat *both* classic correctors on *both* the
+fix rate (exact match on misspelled queries) and the false-positive rate (correct queries changed),
+and beat them on the Norvig word lists too. This script runs every system on every set shipped in
+data/ through the same functions (spellfix.evaluation), single-threaded, in one process:
+
+* ``dev``              -- data/dev.jsonl: multi-word queries, one real human misspelling each, plus
+                          the same queries spelled right (identity rows); breakdown by error type
+                          (non-word / real-word) and domain;
+* ``norvig1/2``        -- data/norvig1.tsv, norvig2.tsv: single words (misspelling<TAB>correct);
+* ``codespell_common`` -- data/codespell_common.tsv (a public list: measures recall of a known list).
+
+For the word lists the distinct correct words are fed as inputs too, so every set has a
+false-positive rate. Reported per set and system: fix rate, false-positive rate, word correction
+rate, CER, queries/s and characters/s (one thread, whole set), and p50/p99 latency at batch 1.
+``--candidates`` adds the recall ceiling of dictionary candidates (spellfix.data.candidates).
+
+    python benchmarks/accuracy.py                       # peers only (~4 min: pyspellchecker is slow)
+    python benchmarks/accuracy.py --model runs/q/best   # + spellfix
+    python benchmarks/accuracy.py --systems symspell --sets dev --limit 200   # quick look
+
+Writes benchmarks/results/accuracy.json and accuracy.md (``--name`` changes the stem).
+"""
+
+from __future__ import annotations
+
+# One thread for every system: the figure is "queries/s single-threaded" (set before numpy/torch load).
+import os
+
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import argparse
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "benchmarks" / "results"
+DATA = REPO / "data"
+SETS = {
+    "dev": "dev.jsonl",
+    "norvig1": "norvig1.tsv",
+    "norvig2": "norvig2.tsv",
+    "codespell_common": "codespell_common.tsv",
+}
+PEER_NAMES = ("symspell", "pyspellchecker")
+
+# Candidate configurations measured with --candidates (the default one first).
+CANDIDATE_VARIANTS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "unknown-only": {"words": "unknown"},
+    "symspell-order": {"words": "unknown", "context": False},
+    "suspicious-strict": {"suspicious_threshold": 0.0},
+    "k3": {"max_per_word": 3},
+}
+
+
+def load_set(path: Path, limit: int | None = None) -> tuple[list[dict[str, str]], bool]:
+    """Rows of a pair file, plus identity rows (correct -> correct) when the file has none.
+
+    Returns (rows, identity_rows_added). ``limit`` keeps that many of the file's rows, spread
+    evenly over it, before identity rows are added."""
+    sys.path.insert(0, str(REPO))
+    from spellfix.data.readers import read_pairs
+
+    rows, _ = read_pairs(path)
+    if limit is not None and len(rows) > limit:
+        step = len(rows) / limit
+        rows = [rows[int(i * step)] for i in range(limit)]
+    if any(r["query"] == r["correction"] for r in rows):
+        return rows, False
+    correct = sorted({r["correction"] for r in rows})
+    return rows + [{"query": c, "correction": c} for c in correct], True
+
+
+def build_system(name: str, model: str | None, backend: str):
+    if name == "spellfix":
+        import torch
+
+        torch.set_num_threads(1)
+        from spellfix.inference import SpellCorrector
+
+        return SpellCorrector(model, backend=backend)
+    from spellfix.peers import make_peer
+
+    return make_peer(name)
+
+
+def run_one(system, rows: list[dict[str, str]], *, batch_size: int, latency_sample: int) -> dict[str, Any]:
+    from spellfix.evaluation import compute_metrics, measure_latency, row_groups, run_corrector
+
+    queries = [r["query"] for r in rows]
+    references = [r["correction"] for r in rows]
+    latency = measure_latency(system, queries, sample=latency_sample)
+    start = time.perf_counter()
+    predictions, qps = run_corrector(system, queries, batch_size=batch_size)
+    elapsed = time.perf_counter() - start
+    metrics = compute_metrics(queries, predictions, references, groups=row_groups(rows) or None)
+    return {
+        **metrics,
+        "queries_per_s": qps,
+        "chars_per_s": sum(len(q) for q in queries) / elapsed if elapsed > 0 else None,
+        "p50_ms": latency["p50"],
+        "p99_ms": latency["p99"],
+        "batch_size": batch_size,
+        "examples": [
+            {"query": q, "prediction": p, "correction": r}
+            for q, p, r in list(zip(queries, predictions, references))[:: max(1, len(queries) // 5)][:5]
+        ],
+    }
+
+
+def measure_candidates(rows: list[dict[str, str]]) -> dict[str, Any]:
+    from spellfix.data.candidates import CandidateAnnotator, CandidatesConfig, candidate_recall
+    from spellfix.evaluation import row_groups
+
+    misspelled = [r for r in rows if r["query"] != r["correction"]]
+    labels = row_groups(misspelled).get("error_type")
+    out = {}
+    for variant, overrides in CANDIDATE_VARIANTS.items():
+        annotator = CandidateAnnotator(CandidatesConfig(enabled=True, **overrides))
+        result = candidate_recall(
+            annotator,
+            [r["query"] for r in misspelled],
+            [r["correction"] for r in misspelled],
+            ks=(1, 3, 5),
+            error_types=labels,
+        )
+        result["overrides"] = overrides
+        result["example"] = annotator.annotate(misspelled[0]["query"])
+        out[variant] = result
+    return out
+
+
+def _versions(systems: Sequence[str]) -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for dist in ("symspellpy", "pyspellchecker", "rapidfuzz", "spellfix", *(("torch", "onnxruntime") if "spellfix" in systems else ())):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.1f}%"
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    lines = [
+        "# Accuracy: spellfix vs classic correctors",
+        "",
+        "Same scoring for every system (`spellfix.evaluation`: lower-cased, whitespace-collapsed exact "
+        "match). *fix* = exact match on misspelled inputs; *false-pos* = correct inputs changed (for the "
+        "word lists the distinct correct words are fed as inputs). One thread, whole set; latency at batch 1.",
+        f"Reproduce: `{report['command']}`. Load average before/after: "
+        f"{report['machine']['loadavg_before'][0]:.2f} / {report['machine']['loadavg_after'][0]:.2f} on "
+        f"{report['machine']['cpu_count']} cores.",
+        "",
+    ]
+    by_set: dict[str, list[dict[str, Any]]] = {}
+    for entry in report["entries"]:
+        by_set.setdefault(entry["dataset"], []).append(entry)
+    for dataset, entries in by_set.items():
+        first = entries[0]
+        lines += [
+            f"## {dataset} ({first['n_misspelled']} misspelled + {first['n_correct']} correct inputs)",
+            "",
+            "| system | fix (exact, misspelled) | false-pos | word corr. | CER | queries/s | p50 ms | p99 ms |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for e in entries:
+            lines.append(
+                f"| {e['name']} | {_pct(e['exact_match_misspelled'])} | {_pct(e['false_positive_rate'])} | "
+                f"{_pct(e['word_correction_rate'])} | {e['cer']:.3f} | {e['queries_per_s']:.0f} | "
+                f"{e['p50_ms']:.2f} | {e['p99_ms']:.2f} |"
+            )
+        peers = [e for e in entries if e["name"] in PEER_NAMES]
+        if peers:
+            bar_fix = max(e["exact_match_misspelled"] or 0 for e in peers)
+            bar_fp = min(e["false_positive_rate"] or 0 for e in peers)
+            lines.append("")
+            lines.append(f"Bar to beat on both at once: fix > {_pct(bar_fix)} and false-pos < {_pct(bar_fp)}.")
+        breakdown = first.get("breakdown") or {}
+        for group in ("error_type", "domain"):
+            if group not in breakdown:
+                continue
+            values = [v for v in breakdown[group] if v != "none"]
+            lines += ["", f"By {group} (fix rate; false-pos on correct inputs):", "",
+                      "| system | " + " | ".join(values) + (" | false-pos |" if group != "error_type" else " |"),
+                      "|---|" + "---:|" * (len(values) + (group != "error_type"))]
+            for e in entries:
+                b = e["breakdown"][group]
+                cells = [f"{_pct(b[v]['exact_match_misspelled'])} (n={b[v]['n_misspelled']})" for v in values]
+                if group != "error_type":
+                    cells.append(" / ".join(f"{v} {_pct(b[v]['false_positive_rate'])}" for v in values))
+                lines.append(f"| {e['name']} | " + " | ".join(cells) + " |")
+        lines.append("")
+    if report.get("candidates"):
+        lines += render_candidates(report["candidates"])
+    return "\n".join(lines) + "\n"
+
+
+def render_candidates(candidates: dict[str, Any]) -> list[str]:
+    lines = [
+        "## Dictionary candidates on dev (misspelled rows): the ceiling they give the model",
+        "",
+        "*annotated* = misspelled words that get candidates; *recall@k* = the right word among the first "
+        "k; *query recall* = every misspelled word of the query has its fix listed; *noise* = words of "
+        "correct queries that get candidates anyway.",
+        "",
+        "| variant | annotated | recall@1 | recall@3 | recall@5 | non-word @5 | real-word @5 | query recall | noise | +chars | µs/query cold / warm |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in candidates.items():
+        kmax = max(int(k.split("@")[1]) for k in r if k.startswith("recall@"))
+        by = r.get("by_error_type", {})
+        at5 = "recall@5" if "recall@5" in r else f"recall@{kmax}"
+        lines.append(
+            f"| {name} `{r['overrides']}` | {_pct(r['annotated'])} | {_pct(r['recall@1'])} | {_pct(r['recall@3'])} | "
+            f"{_pct(r.get('recall@5'))} | {_pct(by.get('non-word', {}).get(at5))} | {_pct(by.get('real-word', {}).get(at5))} | "
+            f"{_pct(r['query_recall'])} | {_pct(r['noise_rate'])} | {r['chars_added_mean']:.1f} | "
+            f"{r['us_per_query']:.0f} / {r['us_per_query_warm']:.0f} |"
+        )
+    lines += ["", f"Example (default): `{next(iter(candidates.values()))['example']}`", ""]
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", help="spellfix model dir (training output, checkpoint or export); omit for peers only")
+    parser.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"])
+    parser.add_argument("--systems", default=None, help=f"comma list (default: spellfix if --model, then {', '.join(PEER_NAMES)})")
+    parser.add_argument("--sets", default=",".join(SETS), help=f"comma list of {', '.join(SETS)}")
+    parser.add_argument("--data-dir", type=Path, default=DATA, help="where the dev sets live (default: the repo's data/)")
+    parser.add_argument("--limit", type=int, default=None, help="rows per set file (spread evenly), for quick runs")
+    parser.add_argument("--batch-size", type=int, default=32, help="batch size for the throughput pass")
+    parser.add_argument("--latency-sample", type=int, default=200, help="queries timed one at a time")
+    parser.add_argument("--candidates", action="store_true", help="also measure dictionary-candidate recall on dev")
+    parser.add_argument("--output-dir", type=Path, default=RESULTS)
+    parser.add_argument("--name", default="accuracy", help="output file stem")
+    args = parser.parse_args(argv)
+
+    sys.path.insert(0, str(REPO))
+    from spellfix.evaluation import write_json_atomic
+
+    systems = args.systems.split(",") if args.systems else [*(["spellfix"] if args.model else []), *PEER_NAMES]
+    unknown = [s for s in systems if s not in ("spellfix", *PEER_NAMES)]
+    if unknown:
+        parser.error(f"unknown system(s) {unknown}; choose from spellfix, {', '.join(PEER_NAMES)}")
+    if "spellfix" in systems and not args.model:
+        parser.error("system 'spellfix' needs --model")
+    sets = [s for s in args.sets.split(",") if s]
+    missing = [s for s in sets if s not in SETS]
+    if missing:
+        parser.error(f"unknown set(s) {missing}; choose from {', '.join(SETS)}")
+    data = {}
+    for name in sets:
+        path = args.data_dir / SETS[name]
+        if not path.exists():
+            parser.error(f"dev set {name!r} not found at {path}")
+        data[name] = load_set(path, args.limit)
+
+    load_before = os.getloadavg()
+    entries = []
+    for system_name in systems:
+        start = time.perf_counter()
+        system = build_system(system_name, args.model, args.backend)
+        load_s = time.perf_counter() - start
+        for set_name, (rows, added) in data.items():
+            print(f"[accuracy] {system_name} on {set_name} ({len(rows)} inputs) ...", file=sys.stderr, flush=True)
+            result = run_one(system, rows, batch_size=args.batch_size, latency_sample=args.latency_sample)
+            entries.append({"name": system_name, "dataset": set_name, "identity_rows_added": added, "load_s": load_s, **result})
+    report: dict[str, Any] = {
+        "benchmark": "accuracy",
+        "command": "python benchmarks/accuracy.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "entries": entries,
+    }
+    if args.candidates and "dev" in data:
+        report["candidates"] = measure_candidates(data["dev"][0])
+    report["machine"] = {
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "threads": 1,
+        "loadavg_before": load_before,
+        "loadavg_after": os.getloadavg(),
+    }
+    report["versions"] = _versions(systems)
+
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(args.output_dir / f"{args.name}.json", report)
+    md = render_markdown(report)
+    tmp = args.output_dir / f".{args.name}.md.tmp"
+    tmp.write_text(md, encoding="utf-8")
+    os.replace(tmp, args.output_dir / f"{args.name}.md")
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,103 @@
+"""Dictionary candidates for the encoder input: format, determinism, which words, recall."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from spellfix.data.candidates import CandidateAnnotator, CandidatesConfig, candidate_recall
+
+
+@pytest.fixture(scope="module")
+def annotator() -> CandidateAnnotator:
+    return CandidateAnnotator(CandidatesConfig(enabled=True))
+
+
+def test_unknown_word_gets_candidates_after_the_query(annotator):
+    text = annotator.annotate("recieve the package")
+    query, rest = text.split(" | ", 1)
+    assert query == "recieve the package"
+    word, candidates = rest.split(": ")
+    assert word == "recieve"
+    assert candidates.split()[0] == "receive"
+    assert len(candidates.split()) == annotator.config.max_per_word
+
+
+def test_correct_query_of_known_words_is_left_without_candidates(annotator):
+    assert annotator.annotate("hello world") == "hello world"
+
+
+def test_tokens_with_digits_or_hyphens_get_no_candidates(annotator):
+    assert annotator.annotate("ps4 55in t-shirt") == "ps4 55in t-shirt"
+
+
+def test_real_word_error_gets_candidates_from_context(annotator):
+    items = annotator.word_candidates("ballad of john and yoko they beatles")
+    assert [(i.word, i.reason) for i in items] == [("they", "suspicious")]
+    assert items[0].candidates[0] == "the"
+    unknown_only = CandidateAnnotator(CandidatesConfig(enabled=True, words="unknown"))
+    assert unknown_only.word_candidates("ballad of john and yoko they beatles") == []
+
+
+def test_several_words_are_annotated_in_query_order(annotator):
+    text = annotator.annotate("recieve teh package")
+    assert text.startswith("recieve teh package | recieve: receive")
+    assert " | teh: " in text and text.index("| recieve:") < text.index("| teh:")
+
+
+def test_annotation_is_deterministic_across_instances_and_cache_states():
+    queries = ["recieve teh package", "kickstart my hart", "lae your hands on me", "beyonse halo"]
+    first = CandidateAnnotator(CandidatesConfig(enabled=True, cache_size=1))
+    second = CandidateAnnotator(CandidatesConfig(enabled=True))
+    assert [first.annotate(q) for q in queries] == [second.annotate(q) for q in reversed(queries)][::-1]
+    assert [first.annotate(q) for q in queries] == [first.annotate(q) for q in queries]
+
+
+def test_custom_separators_are_used():
+    a = CandidateAnnotator(CandidatesConfig(enabled=True, separator=" || ", word_separator=" => ", max_per_word=2))
+    assert a.annotate("recieve it").startswith("recieve it || recieve => receive ")
+
+
+def test_recall_on_a_small_list():
+    a = CandidateAnnotator(CandidatesConfig(enabled=True, words="unknown"))
+    queries = ["recieve it", "helo world", "xyzzyq street", "acess denied", "blue sky"]
+    refs = ["receive it", "hello world", "house street", "access denied", "blue sky"]
+    r = candidate_recall(a, queries, refs, ks=(1, 5))
+    assert r["n_misspelled_words"] == 4
+    assert r["recall@5"] == pytest.approx(3 / 4)  # "xyzzyq" is nowhere near "house"
+    assert r["annotated"] == pytest.approx(3 / 4)
+    assert r["query_recall"] == pytest.approx(3 / 4)
+    assert r["noise_rate"] == 0.0  # no word of the correct queries got candidates
+
+
+def test_recall_rejects_mismatched_inputs(annotator):
+    with pytest.raises(ValueError, match="differ in length"):
+        candidate_recall(annotator, ["a"], [])
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [("max_per_word", 0, "max_per_word"), ("words", "some", "words must be one of"), ("separator", "  ", "visible")],
+)
+def test_config_rejects_bad_values_naming_the_field(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        CandidatesConfig(**{field: value})
+
+
+def test_missing_dictionary_file_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="candidates dictionary not found"):
+        CandidateAnnotator(CandidatesConfig(dictionary=str(tmp_path / "nope.txt")))
+
+
+def test_custom_dictionary_file_is_used(tmp_path):
+    words = tmp_path / "words.txt"
+    words.write_text("zebra 100\nzebras 5\ncat 50\n", encoding="utf-8")
+    a = CandidateAnnotator(CandidatesConfig(enabled=True, dictionary=str(words), bigram_dictionary=""))
+    assert a.annotate("zebar cat") == "zebar cat | zebar: zebra zebras"
+
+
+def test_candidates_module_imports_without_torch():
+    code = "import sys, spellfix.data.candidates, spellfix.peers; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,75 @@
+"""Classic-corrector peers and the accuracy benchmark that compares them with spellfix."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from spellfix.peers import PySpellCheckerPeer, SymSpellPeer, make_peer
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_symspell_fixes_an_obvious_misspelling_and_keeps_a_correct_query():
+    peer = SymSpellPeer()
+    assert peer.correct(["the beatls", "hello world"]) == ["the beatles", "hello world"]
+
+
+def test_pyspellchecker_fixes_word_by_word_and_keeps_words_it_cannot_fix():
+    peer = PySpellCheckerPeer()
+    assert peer.correct(["recieve the musci", "qzxqzxqzx world"]) == ["receive the music", "qzxqzxqzx world"]
+
+
+def test_make_peer_rejects_an_unknown_name_listing_the_choices():
+    with pytest.raises(ValueError, match="symspell, pyspellchecker"):
+        make_peer("jamspell")
+
+
+def _load_bench():
+    spec = importlib.util.spec_from_file_location("accuracy_bench", REPO / "benchmarks" / "accuracy.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_accuracy_bench_runs_peers_on_a_ten_row_file(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    dev = [
+        ("the beatls", "the beatles", "0"), ("helo world", "hello world", "0"), ("hart of gold", "heart of gold", "1"),
+        ("blue sky", "blue sky", ""), ("red house", "red house", ""),
+    ]
+    with open(data / "dev.jsonl", "w") as f:
+        for q, c, rw in dev + [(c, c, "") for _, c, _ in dev[:5]]:
+            f.write(json.dumps({"query": q, "correction": c, "real_word": rw, "domain": "music"}) + "\n")
+    (data / "norvig1.tsv").write_text(
+        "".join(f"{a}\t{b}\n" for a, b in [("acess", "access"), ("speling", "spelling"), ("recieve", "receive"),
+                                         ("wrod", "word"), ("hte", "the"), ("becuase", "because"), ("untill", "until"),
+                                         ("wich", "which"), ("tommorow", "tomorrow"), ("adress", "address")])
+    )
+    out = tmp_path / "results"
+    bench = _load_bench()
+    code = bench.main(["--data-dir", str(data), "--sets", "dev,norvig1", "--output-dir", str(out),
+                       "--latency-sample", "3", "--name", "acc"])
+    assert code == 0
+    report = json.loads((out / "acc.json").read_text())
+    got = {(e["name"], e["dataset"]) for e in report["entries"]}
+    assert got == {(p, s) for p in ("symspell", "pyspellchecker") for s in ("dev", "norvig1")}
+    norvig = next(e for e in report["entries"] if e["name"] == "symspell" and e["dataset"] == "norvig1")
+    assert norvig["identity_rows_added"] and norvig["n_correct"] == 10 and norvig["n_misspelled"] == 10
+    assert norvig["exact_match_misspelled"] >= 0.5  # these are easy single edits
+    dev_entry = next(e for e in report["entries"] if e["name"] == "symspell" and e["dataset"] == "dev")
+    assert dev_entry["n_misspelled"] == 3 and dev_entry["n_correct"] == 7
+    assert set(dev_entry["breakdown"]["error_type"]) == {"none", "non-word", "real-word"}
+    assert {"machine", "versions"} <= set(report)
+    md = (out / "acc.md").read_text()
+    assert "| symspell |" in md and "## norvig1" in md and "Bar to beat" in md
+
+
+def test_accuracy_bench_needs_a_model_for_spellfix(tmp_path):
+    bench = _load_bench()
+    with pytest.raises(SystemExit):
+        bench.main(["--systems", "spellfix", "--output-dir", str(tmp_path)])
