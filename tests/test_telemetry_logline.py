@@ -75,3 +75,11 @@ def test_parse_log_line_round_trips_and_ignores_other_lines():
     parsed = parse_log_line(format_log_line(5, {"loss": 0.25, "gpu/1/util": 50.0}))
     assert parsed == {"step": 5, "loss": 0.25, "gpu/1/util": 50.0}
     assert parse_log_line("Epoch 1: loss=0.3") is None
+
+
+def test_documented_regex_table_is_the_one_the_code_ships():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "telemetry.md").read_text()
+    for definition in METRIC_DEFINITIONS:
+        assert f"| `{definition['Name']}` | `{definition['Regex']}` |" in doc

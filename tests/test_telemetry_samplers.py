@@ -228,3 +228,27 @@ def test_mean_metrics_averages_each_key_over_the_samples_that_have_it():
         DeviceReading(device="gpu", index=1, time=2.0, util=90.0),
     ]
     assert mean_metrics(readings) == {"gpu/0/util": 30.0, "gpu/0/power_w": 100.0, "gpu/1/util": 90.0}
+
+
+def test_cpu_sampler_counts_child_processes_memory(tmp_path):
+    import subprocess
+    import sys
+
+    import psutil
+
+    ready = tmp_path / "ready"
+    child = subprocess.Popen([
+        sys.executable, "-c",
+        "import pathlib, sys, time; x = bytearray(300 * 2**20); x[::4096] = b'1' * len(x[::4096]); "
+        f"pathlib.Path({str(ready)!r}).touch(); time.sleep(60)",
+    ])
+    try:
+        deadline = time.monotonic() + 30
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        own_gb = psutil.Process().memory_info().rss / GIB
+        (reading,) = CpuSource().sample()
+        assert reading.mem_used_gb > own_gb + 0.25  # the child's ~300 MiB are included
+    finally:
+        child.kill()
+        child.wait()

@@ -22,19 +22,31 @@ class CpuSource:
 
     name = "cpu (psutil)"
 
+    #: Finding children walks every process on the host (~1 ms); data-loader workers live for
+    #: an epoch, so the list is refreshed only every this many samples.
+    CHILDREN_REFRESH_EVERY = 30
+
     def __init__(self, pid: int | None = None) -> None:
         self._process = psutil.Process(pid)
         self._total_gb = psutil.virtual_memory().total / GIB
+        self._children: list[psutil.Process] = []
+        self._samples = 0
         # The first cpu_percent(None) call only sets the reference point and returns 0.0.
         psutil.cpu_percent(interval=None)
 
     def sample(self) -> list[DeviceReading]:
         """One reading of the CPU "device"."""
+        if self._samples % self.CHILDREN_REFRESH_EVERY == 0:
+            try:
+                self._children = self._process.children(recursive=True)
+            except psutil.Error:
+                self._children = []
+        self._samples += 1
         rss = self._process.memory_info().rss
-        for child in self._process.children(recursive=True):
+        for child in self._children:
             try:
                 rss += child.memory_info().rss
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
+            except psutil.Error:  # the worker exited since the last refresh
                 continue
         return [
             DeviceReading(
