@@ -119,7 +119,11 @@ def submit(
             trainer.train(input_data_config=inputs, wait=wait, logs=wait)
         except DryRunStop:
             pass
-        except (ClientError, BotoCoreError) as exc:
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "NoSuchBucket" and bucket:
+                raise LaunchError(f"--output-path {options.output_path}: bucket {bucket} does not exist (create it first)") from exc
+            raise RuntimeError(f"AWS refused the training job: {exc}") from exc
+        except BotoCoreError as exc:
             raise RuntimeError(f"AWS refused the training job: {exc}") from exc
 
     if capture.request is None:
