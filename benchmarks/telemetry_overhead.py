@@ -165,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
                 100 * statistics.median(r["sampler_cpu_s"] / r["wall_s"] for r in runs), 4)
             entry["log_call_share_pct"] = round(100 * statistics.median(r["log_s"] / r["wall_s"] for r in runs), 3)
             entry["samples_taken_median"] = statistics.median(r["samples_taken"] for r in runs)
+            # Upper bound of what telemetry takes from training: everything the sampler thread
+            # ran (it can hold the GIL or a core at most that long) plus the logging calls.
+            entry["cost_bound_pct"] = round(entry["sampler_cpu_share_pct"] + entry["log_call_share_pct"], 3)
         entries.append(entry)
 
     import transformers
@@ -185,10 +188,6 @@ def main(argv: list[str] | None = None) -> int:
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "transformers": transformers.__version__},
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    tmp_json = args.output.with_suffix(".json.tmp")
-    tmp_json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp_json, args.output)
     md = [
         "# Telemetry overhead (sampler + logger on vs off)",
         "",
@@ -199,8 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{report['machine']['loadavg_before'][0]} / {report['machine']['loadavg_after'][0]}.",
         "",
         "| condition | sample interval (s) | median wall (s) | ratio of medians vs off | paired ratio vs off "
-        "(median [IQR]) | samples/s | sampler thread CPU | time in logger.log |",
-        "|---|---|---|---|---|---|---|---|",
+        "(median [IQR]) | samples/s | sampler thread CPU | time in logger.log | telemetry cost (bound) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for e in entries:
         iqr = e["paired_ratio_iqr"]
@@ -209,8 +208,13 @@ def main(argv: list[str] | None = None) -> int:
             f"{e['ratio_of_medians_vs_off']:.4f} | {e['median_paired_ratio_vs_off']:.4f} "
             f"[{iqr[0]:.3f}–{iqr[1]:.3f}] | {e['samples_per_s']:.1f} | "
             f"{str(e.get('sampler_cpu_share_pct', '–')) + ('%' if 'sampler_cpu_share_pct' in e else '')} | "
-            f"{str(e.get('log_call_share_pct', '–')) + ('%' if 'log_call_share_pct' in e else '')} |"
+            f"{str(e.get('log_call_share_pct', '–')) + ('%' if 'log_call_share_pct' in e else '')} | "
+            f"{str(e.get('cost_bound_pct', '–')) + ('%' if 'cost_bound_pct' in e else '')} |"
         )
+    default = next(e for e in entries if e["sample_interval_s"] == 1.0)
+    verdict = "PASS" if default["cost_bound_pct"] < 1.0 else "FAIL"
+    report["acceptance"] = {"criterion": "telemetry cost < 1% of training time (default 1 s sampler)",
+                            "cost_bound_pct": default["cost_bound_pct"], "result": verdict}
     md += [
         "",
         "Wall-time ratios on a shared 2-core machine carry the noise of other jobs (see the IQR): they",
@@ -218,8 +222,17 @@ def main(argv: list[str] | None = None) -> int:
         "sampler thread's CPU time and the time spent inside `logger.log` — as a share of wall time; their",
         "sum is the telemetry's own cost. On GPU machines the NVML sampler makes 5 calls per GPU per",
         "sample instead of psutil's; that path is not measured here (no GPU).",
+        "",
+        f"**Acceptance (telemetry < 1 % of training time, default 1 s sampler): {verdict}** — cost bound "
+        f"{default['cost_bound_pct']}% (sampler thread CPU + time in `logger.log`).",
     ]
-    args.output.with_suffix(".md").write_text("\n".join(md) + "\n", encoding="utf-8")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    tmp_json = args.output.with_suffix(".json.tmp")
+    tmp_json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp_json, args.output)
+    tmp_md = args.output.with_suffix(".md.tmp")
+    tmp_md.write_text("\n".join(md) + "\n", encoding="utf-8")
+    os.replace(tmp_md, args.output.with_suffix(".md"))
     print("\n".join(md))
     return 0
 

@@ -105,3 +105,16 @@ def test_numpy_and_torch_scalars_are_logged_as_numbers(tmp_path):
         row = logger.log(1, {"a": np.float32(0.5), "b": torch.tensor(2.0)})
     assert row["a"] == 0.5 and row["b"] == 2.0
     assert json.loads((tmp_path / "metrics.jsonl").read_text())["b"] == 2.0
+
+
+def test_background_thread_samples_on_its_own_and_rows_carry_its_readings(tmp_path):
+    import time
+
+    with RunLogger(tmp_path, sample_interval_s=0.01, device_source="cpu", tensorboard=False, stdout=False) as logger:
+        deadline = time.monotonic() + 30
+        while logger.sampler.sample_count < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        row = logger.log(1, {"loss": 1.0})
+    assert logger.sampler.sample_count >= 3
+    assert 0.0 <= row["cpu/util"] <= 100.0 and row["cpu/rss_gb"] > 0
+    assert len((tmp_path / "device.jsonl").read_text().splitlines()) >= 3

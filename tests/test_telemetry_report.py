@@ -104,7 +104,9 @@ def test_report_of_a_real_cpu_run_written_by_run_logger(tmp_path):
     assert "| quickstart | CPU |" in table
     runs = [load_run(run_dir)]
     fig = render_figure(runs, [summarize(runs[0])], tmp_path / "cpu2.png")
-    assert any(ax.get_ylabel() == "CPU utilization (%)" for ax in fig.axes)
+    (util_ax,) = [ax for ax in fig.axes if ax.get_ylabel() == "CPU utilization (%)"]
+    labels = [line.get_label() for line in util_ax.get_lines()]
+    assert "cpu" in labels and "this process (% of all cores)" in labels
 
 
 def test_missing_logs_and_bad_lines_are_reported_with_file_and_line(tmp_path):

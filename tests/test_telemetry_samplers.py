@@ -200,7 +200,8 @@ def test_cpu_sampler_reads_real_utilization_and_process_memory():
     rss_gb = psutil.Process().memory_info().rss / GIB
     assert rss_gb * 0.5 < reading.mem_used_gb < rss_gb * 2 + 1
     assert reading.mem_total_gb >= reading.mem_used_gb
-    assert set(reading.flat_metrics()) == {"cpu/util", "cpu/rss_gb", "cpu/mem_total_gb"}
+    assert set(reading.flat_metrics()) == {"cpu/util", "cpu/proc_util", "cpu/rss_gb", "cpu/mem_total_gb"}
+    assert 0.0 <= reading.proc_util <= 100.0
 
 
 def test_auto_source_falls_back_to_cpu_without_nvml_and_says_so_once(caplog):

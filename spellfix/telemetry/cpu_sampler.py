@@ -31,6 +31,8 @@ class CpuSource:
         self._total_gb = psutil.virtual_memory().total / GIB
         self._children: list[psutil.Process] = []
         self._samples = 0
+        self._cores = psutil.cpu_count() or 1
+        self._process.cpu_percent(interval=None)
         # The first cpu_percent(None) call only sets the reference point and returns 0.0.
         psutil.cpu_percent(interval=None)
 
@@ -54,6 +56,7 @@ class CpuSource:
                 index=None,
                 time=time.time(),
                 util=psutil.cpu_percent(interval=None),
+                proc_util=self._process.cpu_percent(interval=None) / self._cores,
                 mem_used_gb=rss / GIB,
                 mem_total_gb=self._total_gb,
             )

@@ -117,6 +117,8 @@ def _fmt(value: float | None, kind: str) -> str:
     if kind == "rate":
         return f"{value:,.1f}" if value < 1000 else f"{value:,.0f}"
     if kind == "duration":
+        if value < 120:
+            return f"{value:.0f} s"
         minutes = value / 60
         return f"{minutes:.1f} min" if minutes < 120 else f"{minutes / 60:.1f} h"
     return f"{value:.4g}"
@@ -152,10 +154,13 @@ def markdown_table(summaries: Sequence[RunSummary]) -> str:
 
 
 def _time_axis(run: RunLog) -> tuple[float, str]:
-    """Divisor and unit for elapsed time: minutes, or hours for runs longer than 3 h."""
+    """Divisor and unit for elapsed time: seconds up to 2 min, minutes up to 3 h, then hours."""
     end = max([r["time"] for r in run.rows if isinstance(r.get("time"), (int, float))] +
               [s["time"] for s in run.samples if isinstance(s.get("time"), (int, float))], default=0.0)
-    return (3600.0, "h") if end - run.start_time > 3 * 3600 else (60.0, "min")
+    duration = end - run.start_time
+    if duration > 3 * 3600:
+        return 3600.0, "h"
+    return (60.0, "min") if duration > 120 else (1.0, "s")
 
 
 def _binned(times: list[float], values: list[float], start: float, scale: float, bins: int = 240
@@ -233,12 +238,17 @@ def _plot_utilization(ax, run: RunLog, summary: RunSummary) -> None:  # noqa: AN
     for i, name in enumerate(names):
         xs, ys = _binned(*devices[name], start, scale)
         ax.plot(xs, ys, color=_UTIL_MEAN if len(names) == 1 else cmap(i), linewidth=1.2, label=name)
+    if not gpu_names:
+        ptimes, pvalues = run.process_cpu_series()
+        if pvalues:
+            xs, ys = _binned(ptimes, pvalues, start, scale)
+            ax.plot(xs, ys, color=_THROUGHPUT, linewidth=1.2, label="this process (% of all cores)")
     if summary.util_mean is not None:
         ax.axhline(summary.util_mean, color=_WAIT, linestyle="--", linewidth=1.2,
                    label=f"mean {summary.util_mean:.0f}%")
     ax.set_ylim(0, 105)
     ax.set_ylabel("CPU utilization (%)" if not gpu_names else "GPU utilization (%)")
-    ax.legend(loc="lower right", fontsize=8, ncol=len(names) + 1, frameon=True, framealpha=0.85)
+    ax.legend(loc="lower right", fontsize=8, ncol=len(names) + 2, frameon=True, framealpha=0.85)
 
 
 def _plot_throughput(ax, run: RunLog) -> tuple[object, float | None]:  # noqa: ANN001
@@ -291,10 +301,10 @@ def render_figure(runs: Sequence[RunLog], summaries: Sequence[RunSummary], outpu
     from matplotlib.figure import Figure
 
     ncols = len(runs)
-    fig = Figure(figsize=(max(7.5, 6.2 * ncols), 11.5), dpi=110, facecolor="white")
+    fig = Figure(figsize=(max(11.0, 6.2 * ncols), 11.5), dpi=110, facecolor="white")
     FigureCanvasAgg(fig)
     grid = fig.add_gridspec(4, ncols, height_ratios=[1, 1, 1, 0.16 + 0.07 * ncols], hspace=0.55, wspace=0.4,
-                            left=0.07, right=0.93 if ncols == 1 else 0.95, top=0.9, bottom=0.03)
+                            left=0.075, right=0.92 if ncols == 1 else 0.95, top=0.9, bottom=0.03)
     util_axes, tput_axes, wait_axes, loss_axes = [], [], [], []
     for col, (run, summary) in enumerate(zip(runs, summaries)):
         util_ax = fig.add_subplot(grid[0, col])
@@ -305,7 +315,7 @@ def render_figure(runs: Sequence[RunLog], summaries: Sequence[RunSummary], outpu
         _plot_utilization(util_ax, run, summary)
         wait_ax, _ = _plot_throughput(tput_ax, run)
         _plot_loss(loss_ax, run)
-        util_ax.set_title(_column_title(summary), fontsize=12, fontweight="bold", loc="left", pad=22)
+        util_ax.set_title(_column_title(summary), fontsize=12 if ncols == 1 else 11, fontweight="bold", loc="left", pad=22)
         util_ax.text(0, 1.02, "device utilization over time", transform=util_ax.transAxes, fontsize=10,
                      color="#333333", va="bottom")
         tput_ax.set_title("throughput and data-loader wait", fontsize=10, loc="left", color="#333333")
@@ -326,6 +336,7 @@ def render_figure(runs: Sequence[RunLog], summaries: Sequence[RunSummary], outpu
                            loc="upper center", cellLoc="center")
     table.auto_set_font_size(False)
     table.set_fontsize(9)
+    table.auto_set_column_width(list(range(len(TABLE_COLUMNS))))
     table.scale(1.0, 1.5)
     for (row, _), cell in table.get_celld().items():
         cell.set_edgecolor("#d0d0d0")
@@ -346,10 +357,10 @@ def render_figure(runs: Sequence[RunLog], summaries: Sequence[RunSummary], outpu
 def _column_title(summary: RunSummary) -> str:
     parts = [summary.label]
     if summary.util_mean is not None:
-        parts.append(f"{summary.device}, util {summary.util_mean:.0f}%")
+        parts.append(f"{summary.device} at {summary.util_mean:.0f}%")
     if summary.samples_per_s is not None:
-        parts.append(f"{summary.samples_per_s:,.1f} samples/s")
-    return "  ·  ".join(parts)
+        parts.append(f"{_fmt(summary.samples_per_s, 'rate')} samples/s")
+    return " · ".join(parts)
 
 
 def write_report(logdirs: list[Path], output: Path, labels: list[str] | None = None) -> str:

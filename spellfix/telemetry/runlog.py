@@ -44,6 +44,15 @@ class RunLog:
                 steps.append(int(row.get("step", 0)))
         return times, values, steps
 
+    def process_cpu_series(self) -> tuple[list[float], list[float]]:
+        """This process's CPU use over time (``proc_util``), when the CPU sampler logged it."""
+        if self.samples:
+            pairs = [(float(s["time"]), float(s["proc_util"])) for s in self.samples
+                     if s.get("device") == "cpu" and isinstance(s.get("proc_util"), (int, float))]
+            return [t for t, _ in pairs], [v for _, v in pairs]
+        times, values, _ = self.series("cpu/proc_util")
+        return times, values
+
     def device_series(self) -> dict[str, tuple[list[float], list[float]]]:
         """Utilization over time per device label (``gpu 0``, ``gpu 1``, ``cpu``).
 

@@ -14,6 +14,7 @@ GIB = float(2**30)  # "gb" in metric names is GiB: what nvidia-smi's MiB and "16
 #: Fields of a reading that carry a measurement, in the order they are logged.
 MEASUREMENT_FIELDS = (
     "util",
+    "proc_util",
     "mem_util",
     "mem_used_gb",
     "mem_total_gb",
@@ -32,6 +33,8 @@ class DeviceReading:
     """One sample of one device. Fields a source cannot measure stay None and are not logged.
 
     util        compute utilization in percent (GPU: NVML "gpu" rate; CPU: system-wide percent)
+    proc_util   CPU only: this process's CPU use in percent of all cores (on a shared machine
+                ``util`` includes other jobs; this does not; data-loader workers not included)
     mem_util    memory-controller utilization in percent (GPU only)
     mem_used_gb memory used in GiB (GPU: device memory; CPU: process RSS incl. children)
     mem_total_gb total memory in GiB (GPU: device memory; CPU: physical RAM)
@@ -44,6 +47,7 @@ class DeviceReading:
     index: int | None  # GPU position among the visible GPUs; None for the CPU
     time: float  # unix seconds when the sample was taken
     util: float | None = None
+    proc_util: float | None = None
     mem_util: float | None = None
     mem_used_gb: float | None = None
     mem_total_gb: float | None = None
