@@ -167,3 +167,21 @@ def test_write_json_atomic_replaces_the_file_whole(tmp_path):
 def test_evaluation_imports_without_torch():
     code = "import sys, spellfix.evaluation; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.slow
+def test_evaluate_scores_a_trained_model_dir_through_spell_corrector(tiny_recipe_dict, tmp_path):
+    from spellfix.config import load_recipe
+    from spellfix.training.loop import train
+
+    recipe = load_recipe(
+        tiny_recipe_dict,
+        overrides={"train.max_steps": 2, "train.save_every": 0, "data.candidates.enabled": True},
+    )
+    result = train(recipe, tmp_path / "run", progress=False)
+    out = tmp_path / "eval.json"
+    metrics = evaluate(result.final_dir, tiny_recipe_dict["data"]["dev"], backend="torch", batch_size=4,
+                       json_out=out, latency_sample=3, max_new_tokens=8)
+    assert metrics["n"] == 16 and metrics["model"] == str(result.final_dir)
+    assert metrics["latency_ms"]["p50"] > 0 and metrics["queries_per_second"] > 0
+    assert json.loads(out.read_text())["n"] == 16
