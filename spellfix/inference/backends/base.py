@@ -1,0 +1,31 @@
+"""The backend protocol the decoding loop runs on: encode once, then one decoder step at a time.
+
+A backend owns its tensors (torch tensors, ONNX Runtime OrtValues, TensorRT device buffers) inside an
+opaque *state*; the loop only sees numpy ids in and float32 logits out. ``select_rows`` keeps/repeats/
+reorders batch rows of the state — beam search uses it to follow the surviving beams and the loop
+uses it to drop rows that have finished, so a batch of mixed lengths stops paying for done rows.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+
+@runtime_checkable
+class Backend(Protocol):
+    #: short name used in logs and benchmarks ("torch", "onnxruntime", "tensorrt")
+    name: str
+
+    def encode(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> Any:
+        """Run the encoder on (B, S) int64 ids/mask; return the decoder state for step 0."""
+        ...
+
+    def decode_step(self, state: Any, input_ids: np.ndarray) -> tuple[np.ndarray, Any]:
+        """Feed one token per row ((B, 1) int64); return float32 logits (B, V) and the next state."""
+        ...
+
+    def select_rows(self, state: Any, rows: np.ndarray) -> Any:
+        """A state whose row i is row ``rows[i]`` of ``state`` (rows may repeat or be dropped)."""
+        ...

@@ -1,0 +1,156 @@
+"""ONNX Runtime backend over an export's graphs, with IO binding so the KV cache never leaves ORT.
+
+Each step binds the previous step's ``present.*`` OrtValues as this step's ``past_key_values.*``
+inputs and lets ORT allocate the outputs on the session's device: no numpy round trip of the cache,
+only the logits are copied out. The cross-attention K/V come out of the first-step decoder once
+and are re-bound unchanged every later step. Row selection (beam search, dropping finished rows)
+runs the exported ``kv_reorder`` graph, so it stays on the device with the CUDA provider too.
+
+Imports neither torch nor transformers (the serving environment is lean — DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from spellfix.inference import layout
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _OrtState:
+    mask: np.ndarray  # (B, S) int64, host
+    hidden: Any | None  # OrtValue of the encoder output, until the first decoder step
+    self_kv: list[Any] | None = None  # OrtValues, (B, H, P, Dh)
+    cross_kv: list[Any] | None = None  # OrtValues, (B, H, S, Dh)
+
+
+def default_providers() -> list[str]:
+    """CUDA when this onnxruntime build has it, else CPU."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+
+
+def _default_threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def make_session_options(intra_op_num_threads: int | None = None, extra: Mapping[str, Any] | None = None) -> Any:
+    """Latency-oriented defaults: all graph optimizations, one inter-op thread (the graphs are a
+    chain), intra-op threads = the cores this process may use."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = intra_op_num_threads or _default_threads()
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    for key, value in (extra or {}).items():
+        if key.startswith("config:"):
+            options.add_session_config_entry(key[len("config:") :], str(value))
+        elif not hasattr(options, key):
+            raise ValueError(f"unknown onnxruntime SessionOptions field {key!r}")
+        else:
+            setattr(options, key, value)
+    return options
+
+
+class OnnxRuntimeBackend:
+    name = "onnxruntime"
+
+    def __init__(
+        self,
+        onnx_dir: str | Path,
+        *,
+        providers: list[str] | None = None,
+        intra_op_num_threads: int | None = None,
+        session_options: Mapping[str, Any] | None = None,
+    ):
+        import onnxruntime as ort
+
+        onnx_dir = Path(onnx_dir)
+        missing = [g for g in layout.GRAPHS if not (onnx_dir / f"{g}.onnx").is_file()]
+        if missing:
+            raise FileNotFoundError(f"{onnx_dir}: missing {', '.join(m + '.onnx' for m in missing)}; re-run `spellfix export`")
+        self.providers = providers or default_providers()
+        self.device = "cuda" if self.providers[0] == "CUDAExecutionProvider" else "cpu"
+        options = make_session_options(intra_op_num_threads, session_options)
+
+        def load(graph: str) -> Any:
+            return ort.InferenceSession(str(onnx_dir / f"{graph}.onnx"), options, providers=self.providers)
+
+        self.encoder = load(layout.ENCODER)
+        self.decoder = load(layout.DECODER)
+        self.decoder_with_past = load(layout.DECODER_WITH_PAST)
+        self.kv_reorder = load(layout.KV_REORDER)
+        self._decoder_outputs = [o.name for o in self.decoder.get_outputs()]
+        self._step_outputs = [o.name for o in self.decoder_with_past.get_outputs()]
+        self._reorder_outputs = [o.name for o in self.kv_reorder.get_outputs()]
+        past = [i.name for i in self.decoder_with_past.get_inputs() if i.name.startswith("past_key_values.")]
+        self._self_past = [n for n in past if ".decoder." in n]
+        self._cross_past = [n for n in past if ".encoder." in n]
+        self.num_layers = len(self._self_past) // 2
+        if len(self._decoder_outputs) != 1 + 4 * self.num_layers:
+            raise ValueError(f"{onnx_dir}: decoder.onnx and decoder_with_past.onnx disagree on the number of layers")
+
+    def _run(self, session: Any, inputs: Mapping[str, Any], outputs: list[str]) -> list[Any]:
+        binding = session.io_binding()
+        for name, value in inputs.items():
+            if isinstance(value, np.ndarray):
+                binding.bind_cpu_input(name, value)
+            else:
+                binding.bind_ortvalue_input(name, value)
+        for name in outputs:
+            binding.bind_output(name, self.device)
+        session.run_with_iobinding(binding)
+        return binding.get_outputs()
+
+    def encode(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> _OrtState:
+        ids = np.ascontiguousarray(input_ids, dtype=np.int64)
+        mask = np.ascontiguousarray(attention_mask, dtype=np.int64)
+        (hidden,) = self._run(self.encoder, {"input_ids": ids, "attention_mask": mask}, ["encoder_hidden_states"])
+        return _OrtState(mask=mask, hidden=hidden)
+
+    def decode_step(self, state: _OrtState, input_ids: np.ndarray) -> tuple[np.ndarray, _OrtState]:
+        ids = np.ascontiguousarray(input_ids, dtype=np.int64)
+        n = 2 * self.num_layers
+        if state.self_kv is None:
+            inputs = {"input_ids": ids, "encoder_hidden_states": state.hidden, "encoder_attention_mask": state.mask}
+            out = self._run(self.decoder, inputs, self._decoder_outputs)
+            new_state = _OrtState(mask=state.mask, hidden=None, self_kv=out[1 : 1 + n], cross_kv=out[1 + n :])
+        else:
+            inputs = {"input_ids": ids, "encoder_attention_mask": state.mask}
+            inputs.update(zip(self._self_past, state.self_kv))
+            inputs.update(zip(self._cross_past, state.cross_kv))
+            out = self._run(self.decoder_with_past, inputs, self._step_outputs)
+            new_state = _OrtState(mask=state.mask, hidden=None, self_kv=out[1:], cross_kv=state.cross_kv)
+        logits = out[0].numpy()[:, -1]
+        return logits, new_state
+
+    def select_rows(self, state: _OrtState, rows: np.ndarray) -> _OrtState:
+        rows = np.ascontiguousarray(rows, dtype=np.int64)
+        if state.self_kv is None:  # before the first step (beam expansion): one small host gather
+            import onnxruntime as ort
+
+            hidden = state.hidden.numpy()[rows]
+            hidden_value = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(hidden), self.device)
+            return _OrtState(mask=state.mask[rows], hidden=hidden_value)
+        inputs: dict[str, Any] = {"row_index": rows}
+        inputs.update(zip(self._self_past, state.self_kv))
+        inputs.update(zip(self._cross_past, state.cross_kv))
+        out = self._run(self.kv_reorder, inputs, self._reorder_outputs)
+        n = 2 * self.num_layers
+        return _OrtState(mask=state.mask[rows], hidden=None, self_kv=out[:n], cross_kv=out[n:])
