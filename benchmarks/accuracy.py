@@ -80,14 +80,15 @@ def load_set(path: Path, limit: int | None = None) -> tuple[list[dict[str, str]]
     return rows + [{"query": c, "correction": c} for c in correct], True
 
 
-def build_system(name: str, model: str | None, backend: str):
+def build_system(name: str, model: str | None, backend: str, **spellfix_options: Any):
     if name == "spellfix":
-        import torch
+        if backend == "torch":
+            import torch
 
-        torch.set_num_threads(1)
+            torch.set_num_threads(1)
         from spellfix.inference import SpellCorrector
 
-        return SpellCorrector(model, backend=backend)
+        return SpellCorrector(model, backend=backend, **spellfix_options)
     from spellfix.peers import make_peer
 
     return make_peer(name)
@@ -237,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="spellfix model dir (training output, checkpoint or export); omit for peers only")
     parser.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"])
+    parser.add_argument("--num-beams", type=int, default=1, help="spellfix beam width (1: greedy)")
+    parser.add_argument("--precision", default="fp32", help="spellfix onnxruntime graphs: fp32 or int8")
     parser.add_argument("--systems", default=None, help=f"comma list (default: spellfix if --model, then {', '.join(PEER_NAMES)})")
     parser.add_argument("--sets", default=",".join(SETS), help=f"comma list of {', '.join(SETS)}")
     parser.add_argument("--data-dir", type=Path, default=DATA, help="where the dev sets live (default: the repo's data/)")
@@ -272,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     entries = []
     for system_name in systems:
         start = time.perf_counter()
-        system = build_system(system_name, args.model, args.backend)
+        options = {"num_beams": args.num_beams, "precision": args.precision} if system_name == "spellfix" else {}
+        system = build_system(system_name, args.model, args.backend, **options)
         load_s = time.perf_counter() - start
         for set_name, (rows, added) in data.items():
             print(f"[accuracy] {system_name} on {set_name} ({len(rows)} inputs) ...", file=sys.stderr, flush=True)

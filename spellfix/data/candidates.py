@@ -264,6 +264,9 @@ class CandidateAnnotator:
         unigram term depend only on the word, so they are cached with it; context is added per query."""
         cfg = self.config
         suggestions = self._sym.lookup(word, self._verbosity_all, max_distance)
+        # Our own total order (fewest edits, most frequent, then spelling) so the pool cut never
+        # depends on how symspellpy happened to traverse its index.
+        suggestions = sorted(suggestions, key=lambda s: (s.distance, -s.count, s.term))
         out = []
         for s in suggestions:
             if s.term == word:
