@@ -221,6 +221,13 @@ def _configure_logging(verbose: bool) -> None:
     for noisy in ("httpx", "urllib3", "datasets", "filelock", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not sys.stderr.isatty():
+        try:
+            import datasets
+
+            datasets.disable_progress_bars()  # no progress-bar spam in CI logs and job logs
+        except ImportError:
+            pass
     try:
         import transformers
 

@@ -96,16 +96,17 @@ def _plan_token_budget(order, key, target_lengths, per_step, seed, epoch, group_
         if group_by_length:
             chunk.sort(key=lambda i: key[i])
         current: list[int] = []
-        longest = 0
+        long_src = long_tgt = 0
         for i in chunk:
-            row_len = key[i][0] + key[i][1]
-            if row_len > max_tokens:
-                raise ValueError(f"an example of {row_len} tokens exceeds data.batching.max_tokens={max_tokens}")
-            if current and (len(current) + 1) * max(longest, row_len) > max_tokens:
+            s_len, t_len = key[i]
+            if s_len + t_len > max_tokens:
+                raise ValueError(f"an example of {s_len + t_len} tokens exceeds train.batching.max_tokens={max_tokens}")
+            grown_src, grown_tgt = max(long_src, s_len), max(long_tgt, t_len)
+            if current and (len(current) + 1) * (grown_src + grown_tgt) > max_tokens:
                 micro_batches.append(tuple(current))
-                current, longest = [], 0
+                current, grown_src, grown_tgt = [], s_len, t_len
             current.append(i)
-            longest = max(longest, row_len)
+            long_src, long_tgt = grown_src, grown_tgt
         if current:
             micro_batches.append(tuple(current))
     micro_batches = _shuffled(micro_batches, seed, epoch + 7919)
