@@ -108,12 +108,14 @@ def _cache_file() -> Path:
     return Path(base) / "spellfix" / "cpu_peak_flops.json"
 
 
-def measured_cpu_peak_flops(precision: str = "fp32", *, size: int = 1024, repeats: int = 8,
-                            cache_file: Path | None = None, refresh: bool = False) -> float:
+def measured_cpu_peak_flops(precision: str = "fp32", *, size: int = 512, repeats: int = 8,
+                            budget_s: float = 0.5, cache_file: Path | None = None, refresh: bool = False) -> float:
     """Best matmul FLOP/s of this CPU with torch's current thread count, measured and cached.
 
     A CPU has no meaningful datasheet peak for PyTorch, so the denominator of CPU MFU is what a
-    large square matmul reaches (``2·n³`` FLOPs, best of *repeats*, ~0.1–1 s). The result is kept
+    square matmul reaches (``2·n³`` FLOPs, best of up to *repeats* runs within *budget_s*
+    seconds after one warm-up: fp16 matmuls on CPUs without fp16 arithmetic run ~50x slower than
+    bf16, and training start-up must not wait for a long benchmark). The result is kept
     in memory and in ``~/.cache/spellfix/cpu_peak_flops.json`` keyed by CPU model, thread count,
     torch version and precision. Measured on a busy machine it comes out low: pass
     ``refresh=True`` (or delete the file) to measure again.
@@ -137,9 +139,13 @@ def measured_cpu_peak_flops(precision: str = "fp32", *, size: int = 1024, repeat
     dtype = {"fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
     a = torch.randn(size, size).to(dtype)
     b = torch.randn(size, size).to(dtype)
+    begin = time.perf_counter()
     torch.matmul(a, b)  # warm-up: thread pool, packing buffers
-    best = float("inf")
+    best = time.perf_counter() - begin
+    deadline = time.perf_counter() + budget_s
     for _ in range(repeats):
+        if time.perf_counter() >= deadline:
+            break
         begin = time.perf_counter()
         torch.matmul(a, b)
         best = min(best, time.perf_counter() - begin)
