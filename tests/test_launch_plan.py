@@ -184,3 +184,28 @@ def test_staged_channel_keeps_recipe_order_and_avoids_name_clashes(tmp_path):
     staged = stage_local_paths([b / "train.jsonl", a / "train.jsonl"], tmp_path / "staged")
     assert sorted(p.name for p in staged.iterdir()) == ["00-train.jsonl", "01-train.jsonl"]
     assert (staged / "00-train.jsonl").read_text() == "2"
+
+
+# ------------------------------------------------------------------------------ local launch + docs
+
+
+@pytest.mark.parametrize("name, processes, cpu", [("cpu", 1, True), ("single_gpu", 1, False), ("multi_gpu", 8, False)])
+def test_accelerate_configs_load_and_leave_precision_to_the_recipe(name, processes, cpu):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(Path(__file__).parent.parent / "launch" / "accelerate" / f"{name}.yaml"))
+    assert config.num_processes == processes and config.use_cpu is cpu
+    assert config.mixed_precision == "no"
+
+
+def test_documented_launch_commands_parse_with_the_cli():
+    import shlex
+
+    from spellfix.cli import build_parser
+
+    text = (Path(__file__).parent.parent / "docs" / "sagemaker.md").read_text().replace("\\\n", " ")
+    commands = [line.split("|")[0] for line in text.splitlines() if line.strip().startswith("spellfix launch sagemaker --")]
+    assert len(commands) >= 2
+    for command in commands:
+        args = build_parser().parse_args(shlex.split(command)[1:])
+        assert args.recipe and args.role.startswith("arn:aws:iam::")
