@@ -101,7 +101,7 @@ def test_report_of_a_real_cpu_run_written_by_run_logger(tmp_path):
             logger.log(step, {"loss": 3.0 / step, "samples_per_s": 50.0, "step_time_s": 0.1,
                               "data_wait_share": 0.1})
     table = write_report([run_dir], tmp_path / "cpu.png", labels=["quickstart"])
-    assert "| quickstart | CPU |" in table
+    assert "| quickstart | CPU (job " in table  # system-wide CPU % plus this job's own share
     runs = [load_run(run_dir)]
     fig = render_figure(runs, [summarize(runs[0])], tmp_path / "cpu2.png")
     (util_ax,) = [ax for ax in fig.axes if ax.get_ylabel() == "CPU utilization (%)"]

@@ -46,6 +46,12 @@ class RunSummary:
     final_loss: float | None
     eval_exact_match: float | None  # last logged value
     duration_s: float | None
+    job_cpu_util: float | None = None  # CPU runs: this process's share of all cores, percent
+
+    @property
+    def device_label(self) -> str:
+        """``GPU x8``, ``CPU``, or ``CPU (job 15%)`` when the job's own CPU share is known."""
+        return self.device if self.job_cpu_util is None else f"{self.device} (job {self.job_cpu_util:.0f}%)"
 
 
 def _weights(run: RunLog, key: str) -> tuple[list[float], list[float]]:
@@ -91,6 +97,8 @@ def summarize(run: RunLog) -> RunSummary:
     utils = [u for _, values in devices.values() for u in values]
     gpus = [name for name in devices if name.startswith("gpu")]
     device = f"GPU x{len(gpus)}" if gpus else ("CPU" if devices else "-")
+    # On a shared machine system-wide CPU % says little about this job: keep its own share too.
+    _, process_util = run.process_cpu_series() if not gpus else ([], [])
     times = [r["time"] for r in run.rows if isinstance(r.get("time"), (int, float))]
     return RunSummary(
         label=run.label,
@@ -104,6 +112,7 @@ def summarize(run: RunLog) -> RunSummary:
         final_loss=_last(run, "loss"),
         eval_exact_match=_last(run, "eval/exact_match"),
         duration_s=(max(times) - run.start_time) if times else None,
+        job_cpu_util=statistics.fmean(process_util) if process_util else None,
     )
 
 
@@ -137,7 +146,7 @@ def summary_rows(summaries: Sequence[RunSummary]) -> list[list[str]]:
     for s in summaries:
         speedup = (s.samples_per_s / base) if (s.samples_per_s and base) else None
         rows.append([
-            s.label, s.device, _fmt(s.util_mean, "pct"), _fmt(s.util_median, "pct"),
+            s.label, s.device_label, _fmt(s.util_mean, "pct"), _fmt(s.util_median, "pct"),
             _fmt(s.data_wait_share, "share"), _fmt(s.samples_per_s, "rate"),
             f"{speedup:.2f}×" if speedup is not None else "–", _fmt(s.tokens_per_s, "rate"),
             _fmt(s.mfu, "share"), _fmt(s.final_loss, "num"), _fmt(s.eval_exact_match, "share"),
@@ -248,7 +257,7 @@ def _plot_utilization(ax, run: RunLog, summary: RunSummary) -> None:  # noqa: AN
                    label=f"mean {summary.util_mean:.0f}%")
     ax.set_ylim(0, 105)
     ax.set_ylabel("CPU utilization (%)" if not gpu_names else "GPU utilization (%)")
-    ax.legend(loc="lower right", fontsize=8, ncol=len(names) + 2, frameon=True, framealpha=0.85)
+    ax.legend(loc="best", fontsize=8, ncol=len(names) + 2, frameon=True, framealpha=0.85)
 
 
 def _plot_throughput(ax, run: RunLog) -> tuple[object, float | None]:  # noqa: ANN001
@@ -357,7 +366,8 @@ def render_figure(runs: Sequence[RunLog], summaries: Sequence[RunSummary], outpu
 def _column_title(summary: RunSummary) -> str:
     parts = [summary.label]
     if summary.util_mean is not None:
-        parts.append(f"{summary.device} at {summary.util_mean:.0f}%")
+        job = f" (job {summary.job_cpu_util:.0f}%)" if summary.job_cpu_util is not None else ""
+        parts.append(f"{summary.device} at {summary.util_mean:.0f}%{job}")
     if summary.samples_per_s is not None:
         parts.append(f"{_fmt(summary.samples_per_s, 'rate')} samples/s")
     return " · ".join(parts)
