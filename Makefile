@@ -30,3 +30,10 @@ test-fast: install
 
 clean:
 	rm -rf .make runs .pytest_cache
+
+## Triton's own Python env (numpy<2 + nvidia-pytriton's tritonserver; no torch): `spellfix serve`
+## and tests/test_serving.py use it (the tests run this target when it is missing). Idempotent.
+TRITON_ENV ?= .venv-triton
+.PHONY: triton-env
+triton-env:
+	$(PYTHON) -m spellfix.serving.env create $(TRITON_ENV)
