@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -109,6 +110,12 @@ def _lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _lock_path(env_dir: Path) -> Path:
+    """A lock file outside the work tree (the env dir itself is replaced while building)."""
+    key = hashlib.sha256(str(env_dir).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"spellfix-triton-env-{key}.lock"
+
+
 def _pip(python: Path, args: Sequence[str], timeout: float) -> None:
     command = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "--quiet", *args]
     log.info("running %s", " ".join(command))
@@ -138,7 +145,7 @@ def create_env(env_dir: str | Path = DEFAULT_ENV_DIR, *, python: str | Path = sy
     version picks the python-backend stub (nvidia-pytriton 0.7 ships stubs for 3.8-3.13).
     """
     env_dir = Path(env_dir).absolute()
-    with _lock(env_dir.with_name(env_dir.name + ".lock")):
+    with _lock(_lock_path(env_dir)):
         if not force and env_is_current(env_dir):
             log.info("%s is current", env_dir)
             return env_dir
