@@ -294,3 +294,12 @@ def test_smoke_launch_through_moto_server_over_loopback_http(moto_server, recipe
     assert any(k.endswith("/code/spellfix/__init__.py") for k in keys)
     assert any(k.endswith("/input/train/train.jsonl") for k in keys)
     assert NetworkGuard.local and all(addr[0] == "127.0.0.1" and addr[1] == moto_server for addr in NetworkGuard.local)
+
+
+def test_launch_without_aws_credentials_fails_in_one_line_and_opens_no_socket(offline_aws, recipe_file, monkeypatch, capsys):
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(key)
+    assert cli_main(["launch", "sagemaker", "--recipe", str(recipe_file), "--role", ROLE]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("spellfix: error: cannot create the training job: Unable to locate credentials"), err
+    assert NetworkGuard.local == []

@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     """Run the job; returns the process exit code (see module docstring)."""
     _configure_logging()
     env = read_environment(environ, sys.argv[1:] if argv is None else argv)
-    rank = int(os.environ.get("RANK", "0"))
+    rank = int((os.environ if environ is None else environ).get("RANK", "0"))  # set by torchrun
     try:
         check_gpus(env)
         recipe = job_recipe(env)

@@ -78,6 +78,7 @@ def submit(
     try:
         import boto3
         from sagemaker.core.helper.session_helper import Session
+        from sagemaker.core.helper.iam_role_resolver import RoleValidationError
         from sagemaker.train import ModelTrainer  # noqa: F401  (fail early and clearly)
     except ImportError as exc:
         raise LaunchError(f"{SDK_MISSING} ({exc})") from None
@@ -98,13 +99,6 @@ def submit(
 
     image = options.image or default_image(region, options.framework_version, options.instance_type)
     bucket, prefix = _split_s3(options.output_path) if options.output_path else (None, None)
-    session = Session(
-        boto_session=boto_session,
-        default_bucket=bucket,
-        default_bucket_prefix=prefix or None,
-        sagemaker_config=_dry_run_sdk_config() if dry_run else None,
-    )
-
     with tempfile.TemporaryDirectory(prefix="spellfix-launch-") as tmp:
         from spellfix.launch.bundle import build_source_bundle, bundle_size
 
@@ -114,8 +108,15 @@ def submit(
         files, size = bundle_size(code_dir)
         log.info("spellfix: source bundle %s: %d files, %.1f MB", code_dir, files, size / 1e6)
         inputs = _input_data(plan, Path(tmp) / "channels")
-        trainer = build_trainer(plan, session, image, code_dir)
+        trainer = None
         try:
+            session = Session(
+                boto_session=boto_session,
+                default_bucket=bucket,
+                default_bucket_prefix=prefix or None,
+                sagemaker_config=_dry_run_sdk_config() if dry_run else None,
+            )
+            trainer = build_trainer(plan, session, image, code_dir)  # resolves and checks the role (IAM)
             trainer.train(input_data_config=inputs, wait=wait, logs=wait)
         except DryRunStop:
             pass
@@ -123,8 +124,8 @@ def submit(
             if exc.response.get("Error", {}).get("Code") == "NoSuchBucket" and bucket:
                 raise LaunchError(f"--output-path {options.output_path}: bucket {bucket} does not exist (create it first)") from exc
             raise RuntimeError(f"AWS refused the training job: {exc}") from exc
-        except BotoCoreError as exc:
-            raise RuntimeError(f"AWS refused the training job: {exc}") from exc
+        except (BotoCoreError, RoleValidationError) as exc:  # no credentials, no region, role lacks rights
+            raise RuntimeError(f"cannot create the training job: {exc}") from exc
 
     if capture.request is None:
         raise RuntimeError("the SageMaker SDK returned without sending CreateTrainingJob")
