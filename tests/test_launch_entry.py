@@ -227,3 +227,22 @@ def test_entry_rejects_an_unknown_recipe_field_in_overrides(tmp_path, capsys):
     env["SM_HPS"] = json.dumps(hps)
     assert main([], env) == EXIT_CONFIG_ERROR
     assert "unknown key 'train.learning_rate'" in capsys.readouterr().err
+
+
+def test_entry_refuses_a_v100_when_the_image_torch_has_no_sm70_kernels(tmp_path, monkeypatch):
+    """CPU twin of the GPU start-up check: torch.cuda reports what a CUDA 13 build on ml.p3 would."""
+    import torch
+
+    from spellfix.launch.entry import check_gpus
+    from spellfix.launch.sm_env import read_environment
+    from spellfix.training.hardware import HardwareError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
+    monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"])
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=0: (7, 0))
+    env = read_environment({"SM_NUM_GPUS": "8"}, [])
+    with pytest.raises(HardwareError, match=r"no kernels for the GPU's architecture sm_70.*pytorch-training:2\.8\.0"):
+        check_gpus(env)
+    monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: ["sm_50", "sm_60", "sm_70", "sm_75", "sm_80", "sm_86", "sm_90"])
+    check_gpus(env)  # the 2.8.0 image's CUDA 12.9 build: fine

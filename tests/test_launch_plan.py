@@ -209,3 +209,12 @@ def test_documented_launch_commands_parse_with_the_cli():
     for command in commands:
         args = build_parser().parse_args(shlex.split(command)[1:])
         assert args.recipe and args.role.startswith("arn:aws:iam::")
+
+
+def test_missing_sdk_is_one_clear_sentence_after_validation(recipe_file, monkeypatch):
+    from spellfix.launch.sagemaker import submit
+
+    plan = make_plan(options(recipe_file))  # validation needs no SDK
+    monkeypatch.setitem(sys.modules, "sagemaker.train", None)  # what an uninstalled package looks like
+    with pytest.raises(LaunchError, match=r"pip install 'spellfix\[sagemaker\]'"):
+        submit(plan, dry_run=True)
