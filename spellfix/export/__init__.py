@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 FORMATS = ("hf", "onnx", "onnx-int8", "onnx-fp16", "tensorrt", "triton")
+MIN_OPSET = 17  # LayerNormalization is one ONNX op from opset 17 on
 
 
 def export(
@@ -51,4 +52,4 @@ def export(
     )
 
 
-__all__ = ["FORMATS", "export"]
+__all__ = ["FORMATS", "MIN_OPSET", "export"]

@@ -24,6 +24,7 @@ from typing import Any
 import onnx
 import torch
 
+from spellfix.export import MIN_OPSET
 from spellfix.inference import layout
 from spellfix.inference.torch_graphs import (
     DecoderGraph,
@@ -35,7 +36,6 @@ from spellfix.inference.torch_graphs import (
 
 log = logging.getLogger(__name__)
 
-MIN_OPSET = 17
 #: protobuf cannot hold a single file over 2 GB; bigger graphs keep weights in ``<name>.onnx.data``
 EXTERNAL_DATA_BYTES = 1_800_000_000
 
@@ -110,6 +110,17 @@ def _example_inputs(model: torch.nn.Module) -> dict[str, _Traced]:
     }
 
 
+@contextlib.contextmanager
+def _quiet(logger_name: str) -> Any:
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def fold_constants(model_proto: onnx.ModelProto) -> onnx.ModelProto:
     """Fold every constant subgraph, whatever its size (the default limits skip big weights)."""
     import onnxscript.optimizer
@@ -148,8 +159,8 @@ def export_onnx_graphs(model: torch.nn.Module, out_dir: Path, *, opset: int = MI
     paths: dict[str, Path] = {}
     for graph, traced in _example_inputs(model).items():
         log.info("exporting %s.onnx", graph)
-        with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
+        with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet("torch.onnx"):
+            warnings.simplefilter("ignore")  # the exporter's progress and opset-conversion chatter
             program = torch.onnx.export(
                 traced.module,
                 traced.args,

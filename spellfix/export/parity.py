@@ -99,18 +99,43 @@ def logits_parity(model: torch.nn.Module, onnx_dir: Path, *, seed: int = 0) -> d
     )
     decoder_diff = float(np.abs(out[0].numpy().astype(np.float32) - ref_logits).max())
 
-    # decoder_with_past, one token at a time
-    step_diff = 0.0
+    # decoder_with_past, one token at a time (and the shortlist head on the same states, if exported)
+    step_diff, shortlist = 0.0, {"rows": 0, "accepted": 0, "max_abs_logits_diff": 0.0, "violations": 0}
     for t in range(batch["decoder_input_ids"].shape[1]):
-        logits, state = backend.decode_step(state, batch["decoder_input_ids"][:, t : t + 1])
-        if t > 0:
-            step_diff = max(step_diff, float(np.abs(logits.astype(np.float32) - ref_logits[:, t]).max()))
-    return {
+        ids = batch["decoder_input_ids"][:, t : t + 1]
+        if t > 0 and backend.shortlist is not None:
+            _check_shortlist(backend, state, ids, ref_logits[:, t], shortlist)
+        logits, state = backend.decode_step(state, ids)
+        step_diff = max(step_diff, float(np.abs(logits.astype(np.float32) - ref_logits[:, t]).max()))
+    figures = {
         "encoder_max_abs_diff": encoder_diff,
         "decoder_max_abs_logits_diff": decoder_diff,
         "decoder_with_past_max_abs_logits_diff": step_diff,
-        "max_abs_logits_diff": max(decoder_diff, step_diff),
+        "max_abs_logits_diff": max(decoder_diff, step_diff, shortlist["max_abs_logits_diff"]),
     }
+    if shortlist["rows"]:
+        figures["shortlist"] = shortlist
+    return figures
+
+
+def _check_shortlist(backend: OnnxRuntimeBackend, state: Any, ids: np.ndarray, reference: np.ndarray, acc: dict[str, Any]) -> None:
+    """Shortlist head vs PyTorch on one step: candidate logits exact, and whenever the runtime would
+    accept the shortlist, the true argmax is the shortlist's argmax (else: a violation)."""
+    from spellfix.inference.backends.onnxruntime_backend import accept_shortlist
+
+    inputs = {"input_ids": ids, "encoder_attention_mask": state.mask}
+    inputs.update(zip(backend._self_past, state.self_kv))
+    inputs.update(zip(backend._cross_past, state.cross_kv))
+    out = backend._run(backend.shortlist, inputs, ["shortlist_ids", "shortlist_logits", "shortlist_threshold"])
+    cand_ids, cand_logits = out[0].numpy()[:, -1], out[1].numpy()[:, -1]
+    accepted = accept_shortlist(cand_logits, out[2].numpy().reshape(-1))
+    exact = np.take_along_axis(reference, cand_ids, axis=-1)
+    acc["max_abs_logits_diff"] = max(acc["max_abs_logits_diff"], float(np.abs(cand_logits - exact).max()))
+    best = reference.argmax(axis=-1)
+    chosen = np.take_along_axis(cand_ids, cand_logits.argmax(axis=-1)[:, None], axis=-1)[:, 0]
+    acc["violations"] += int((accepted & (chosen != best)).sum())
+    acc["rows"] += int(len(ids))
+    acc["accepted"] += int(accepted.sum())
 
 
 def greedy_parity(
@@ -133,13 +158,15 @@ def greedy_parity(
         pad_token_id=tokenizer.pad_id,
         max_new_tokens=max_new_tokens,
     )
-    ours = generate(OnnxRuntimeBackend(onnx_dir), batch.input_ids, batch.attention_mask, options)
+    backend = OnnxRuntimeBackend(onnx_dir)
+    ours = generate(backend, batch.input_ids, batch.attention_mask, options)
     theirs = reference_greedy(model, batch.input_ids, batch.attention_mask, options)
     mismatches = [i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b]
     return {
         "queries": len(queries),
         "identical": len(queries) - len(mismatches),
         "mismatched_queries": [queries[i] for i in mismatches][:5],
+        **({"shortlist_steps": backend.stats} if backend.shortlist is not None else {}),
     }
 
 
@@ -196,6 +223,8 @@ def check_parity(
     figures["logits_atol"] = atol
     figures["enforced"] = True
     where = f"{onnx_dir} ({precision})"
+    if figures.get("shortlist", {}).get("violations"):
+        raise ParityError(f"{where}: the shortlist head accepted a step whose argmax differs from PyTorch's")
     if not figures["max_abs_logits_diff"] <= atol:  # also catches NaN
         raise ParityError(
             f"{where}: max |logits - PyTorch| = {figures['max_abs_logits_diff']:.3g} exceeds the tolerance {atol:g} "

@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
-from spellfix.export import FORMATS
+from spellfix.export import FORMATS, MIN_OPSET
 from spellfix.inference import layout
 
 log = logging.getLogger(__name__)
@@ -98,11 +98,6 @@ def run_export(
     logits_atol: float | None,
     tensorrt_options: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    from spellfix.export.onnx_graphs import DYNAMIC_AXES, MIN_OPSET, describe_io, export_onnx_graphs
-    from spellfix.export.parity import DEFAULT_SAMPLE_QUERIES, check_parity
-    from spellfix.inference.tokenization import QueryTokenizer
-    from spellfix.modeling import load_pretrained, resolve_model_dir, save_model_dir
-
     wanted = resolve_formats(formats, fp16)
     if opset < MIN_OPSET:
         raise ValueError(f"opset must be >= {MIN_OPSET} (LayerNormalization as one op), got {opset}")
@@ -116,6 +111,11 @@ def run_export(
         require_triton_writer()
     output = Path(output)
     _check_output(output)
+    # heavy imports only once the request is known to be valid
+    from spellfix.export.onnx_graphs import DYNAMIC_AXES, describe_io, export_onnx_graphs
+    from spellfix.export.parity import DEFAULT_SAMPLE_QUERIES, check_parity
+    from spellfix.inference.tokenization import QueryTokenizer
+    from spellfix.modeling import load_pretrained, resolve_model_dir, save_model_dir
 
     model_dir = resolve_model_dir(model_path)
     model, tokenizer = load_pretrained(model_dir)
@@ -149,6 +149,9 @@ def run_export(
         if "onnx" in wanted:
             fp32_dir = tmp / layout.ONNX_DIRS["fp32"]
             export_onnx_graphs(model, fp32_dir, opset=opset)
+            from spellfix.export.shortlist import build_shortlist_graph
+
+            build_shortlist_graph(fp32_dir / f"{layout.DECODER_WITH_PAST}.onnx", fp32_dir / f"{layout.DECODER_WITH_PAST_SHORTLIST}.onnx")
             parity["onnx"] = check_parity(model, query_tokenizer, fp32_dir, precision="fp32", logits_atol=logits_atol, **parity_args)
             log.info("onnx parity: %s", parity["onnx"])
         if "onnx-int8" in wanted:
@@ -166,7 +169,8 @@ def run_export(
         for fmt in ("onnx", "onnx-int8", "onnx-fp16"):
             if fmt in wanted:
                 directory = tmp / fmt
-                graphs[fmt] = {g: {"file": f"{fmt}/{g}.onnx", **describe_io(directory / f"{g}.onnx")} for g in layout.GRAPHS}
+                names = [*layout.GRAPHS, layout.DECODER_WITH_PAST_SHORTLIST]
+                graphs[fmt] = {g: {"file": f"{fmt}/{g}.onnx", **describe_io(directory / f"{g}.onnx")} for g in names if (directory / f"{g}.onnx").is_file()}
         if "tensorrt" in wanted:
             from spellfix.export.tensorrt_build import build_engines
 

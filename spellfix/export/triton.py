@@ -61,6 +61,7 @@ class TritonOptions:
     on_overlong: str = "error"  # error | truncate: a query over max_source_length tokens
     max_query_bytes: int = 1024
     intra_op_threads: int = 0  # onnxruntime threads per instance; 0 = cores / CPU instances
+    thread_spinning: bool = True  # onnxruntime threads busy-wait between ops (False: sleep; for shared cores)
     bundle_package: bool = True  # copy spellfix into the version dir (False: use the server's installed spellfix)
 
     @classmethod
@@ -171,6 +172,7 @@ def render_config(options: TritonOptions, plan: _Plan) -> str:
         "on_overlong": options.on_overlong,
         "max_query_bytes": str(options.max_query_bytes),
         "intra_op_threads": str(options.intra_op_threads),
+        "thread_spinning": "1" if options.thread_spinning else "0",
     }
     for key, value in parameters.items():
         lines.append(f"parameters {{ key: {_pbtxt_string(key)} value: {{ string_value: {_pbtxt_string(value)} }} }}")

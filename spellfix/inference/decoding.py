@@ -71,7 +71,8 @@ def _greedy(backend: Backend, state: object, batch: int, options: DecodingOption
     alive = np.ones(batch, dtype=bool)  # per state row: not yet finished
     tokens = np.full((batch, 1), options.decoder_start_token_id, dtype=np.int64)
     for step in range(options.max_new_tokens):
-        logits, state = backend.decode_step(state, tokens)
+        suppress = options.eos_token_id if step < options.min_new_tokens else None
+        logits, state = backend.decode_step(state, tokens, full_logits=False, suppress_token=suppress)
         _mask_eos(logits, step, options)
         next_tokens = logits.argmax(axis=-1)
         live_rows = rows[alive]

@@ -6,7 +6,8 @@ the same files as the exporter writes, through the names defined here.
 Export layout (DESIGN.md)::
 
     EXP/hf/                     safetensors + tokenizer + generation config + spellfix.json
-    EXP/onnx/                   encoder.onnx, decoder.onnx, decoder_with_past.onnx, kv_reorder.onnx
+    EXP/onnx/                   encoder.onnx, decoder.onnx, decoder_with_past.onnx, kv_reorder.onnx,
+                                decoder_with_past_shortlist.onnx (exact greedy head, ONNX Runtime)
     EXP/onnx-int8/              the same graphs, dynamically quantized (weights int8)
     EXP/onnx-fp16/              fp16 graphs for TensorRT (LayerNorm / softmax math in fp32)
     EXP/tensorrt/               engines built on the target GPU + build log
@@ -39,6 +40,9 @@ DECODER = "decoder"
 DECODER_WITH_PAST = "decoder_with_past"
 KV_REORDER = "kv_reorder"
 GRAPHS = (ENCODER, DECODER, DECODER_WITH_PAST, KV_REORDER)
+#: optional, fp32 ONNX only: decoder_with_past with the exact int8-shortlist greedy head
+#: (spellfix.export.shortlist); outputs shortlist_ids / shortlist_logits / shortlist_threshold
+DECODER_WITH_PAST_SHORTLIST = "decoder_with_past_shortlist"
 
 #: Used when a model dir has no spellfix.json (e.g. a hub checkpoint): search queries are short.
 DEFAULT_MAX_SOURCE_LENGTH = 64

@@ -70,6 +70,22 @@ def _attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, bias: t
     return torch.matmul(torch.softmax(scores, dim=-1), value)
 
 
+class _FusedProjection(nn.Module):
+    """Several Linear layers over the same input as one matmul (q/k/v, or cross k/v): one weight
+    read and one kernel launch instead of three — what a batch-1 decoding step is made of."""
+
+    def __init__(self, *linears: nn.Linear):
+        super().__init__()
+        self.sizes = [lin.out_features for lin in linears]
+        weight = torch.cat([lin.weight.detach() for lin in linears], dim=0)
+        bias = torch.cat([lin.bias.detach() if lin.bias is not None else torch.zeros(lin.out_features) for lin in linears])
+        self.register_buffer("weight", weight, persistent=False)
+        self.register_buffer("bias", bias.to(weight.dtype), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return torch.split(nn.functional.linear(x, self.weight, self.bias), self.sizes, dim=-1)
+
+
 class _Block(nn.Module):
     """Residual wrapper: ``x + f(LN(x))`` for pre-LN, ``LN(x + f(x))`` for post-LN."""
 
@@ -101,6 +117,9 @@ class EncoderGraph(nn.Module):
         pre = _is_pre_layer_norm(model)
         self.attn_blocks = nn.ModuleList(_Block(layer.self_attn_layer_norm, pre) for layer in self.encoder.layers)
         self.ffn_blocks = nn.ModuleList(_Block(layer.final_layer_norm, pre) for layer in self.encoder.layers)
+        self.qkv = nn.ModuleList(
+            _FusedProjection(l.self_attn.q_proj, l.self_attn.k_proj, l.self_attn.v_proj) for l in self.encoder.layers
+        )
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         enc = self.encoder
@@ -109,12 +128,10 @@ class EncoderGraph(nn.Module):
         hidden = enc.embed_tokens(input_ids) + nn.functional.embedding(positions, enc.embed_positions.weight)
         hidden = enc.layernorm_embedding(hidden)
         bias = _padding_bias(attention_mask, hidden.dtype)
-        for layer, attn_block, ffn_block in zip(enc.layers, self.attn_blocks, self.ffn_blocks):
+        for layer, attn_block, ffn_block, qkv in zip(enc.layers, self.attn_blocks, self.ffn_blocks, self.qkv):
             attn = layer.self_attn
             x = attn_block.enter(hidden)
-            q = _split_heads(attn.q_proj(x), attn.num_heads)
-            k = _split_heads(attn.k_proj(x), attn.num_heads)
-            v = _split_heads(attn.v_proj(x), attn.num_heads)
+            q, k, v = (_split_heads(t, attn.num_heads) for t in qkv(x))
             hidden = attn_block.leave(hidden, attn.out_proj(_merge_heads(_attend(q, k, v, bias, attn.scaling))))
             hidden = _feed_forward(layer, ffn_block, hidden)
         final_norm = getattr(enc, "layer_norm", None)
@@ -135,15 +152,15 @@ class _DecoderCore(nn.Module):
         self.self_blocks = nn.ModuleList(_Block(layer.self_attn_layer_norm, pre) for layer in layers)
         self.cross_blocks = nn.ModuleList(_Block(layer.encoder_attn_layer_norm, pre) for layer in layers)
         self.ffn_blocks = nn.ModuleList(_Block(layer.final_layer_norm, pre) for layer in layers)
+        self.self_qkv = nn.ModuleList(_FusedProjection(l.self_attn.q_proj, l.self_attn.k_proj, l.self_attn.v_proj) for l in layers)
+        self.cross_kv = nn.ModuleList(_FusedProjection(l.encoder_attn.k_proj, l.encoder_attn.v_proj) for l in layers)
         self.num_layers = len(layers)
 
     def cross_key_values(self, encoder_hidden_states: torch.Tensor) -> list[torch.Tensor]:
         """[k0, v0, k1, v1, ...] of the cross-attention, each (B, H, S, Dh): computed once per query."""
         out: list[torch.Tensor] = []
-        for layer in self.decoder.layers:
-            attn = layer.encoder_attn
-            out.append(_split_heads(attn.k_proj(encoder_hidden_states), attn.num_heads))
-            out.append(_split_heads(attn.v_proj(encoder_hidden_states), attn.num_heads))
+        for layer, kv in zip(self.decoder.layers, self.cross_kv):
+            out.extend(_split_heads(t, layer.encoder_attn.num_heads) for t in kv(encoder_hidden_states))
         return out
 
     def run(
@@ -170,9 +187,7 @@ class _DecoderCore(nn.Module):
         for i, layer in enumerate(dec.layers):
             attn = layer.self_attn
             x = self.self_blocks[i].enter(hidden)
-            q = _split_heads(attn.q_proj(x), attn.num_heads)
-            k = _split_heads(attn.k_proj(x), attn.num_heads)
-            v = _split_heads(attn.v_proj(x), attn.num_heads)
+            q, k, v = (_split_heads(t, attn.num_heads) for t in self.self_qkv[i](x))
             if past_self is not None:
                 k = torch.cat([past_self[2 * i], k], dim=2)
                 v = torch.cat([past_self[2 * i + 1], v], dim=2)

@@ -22,8 +22,15 @@ class Backend(Protocol):
         """Run the encoder on (B, S) int64 ids/mask; return the decoder state for step 0."""
         ...
 
-    def decode_step(self, state: Any, input_ids: np.ndarray) -> tuple[np.ndarray, Any]:
-        """Feed one token per row ((B, 1) int64); return float32 logits (B, V) and the next state."""
+    def decode_step(
+        self, state: Any, input_ids: np.ndarray, full_logits: bool = True, suppress_token: int | None = None
+    ) -> tuple[np.ndarray, Any]:
+        """Feed one token per row ((B, 1) int64); return float32 logits (B, V) and the next state.
+
+        ``full_logits=False`` says the caller only takes the argmax, after setting the logit of
+        ``suppress_token`` (if not None) to -inf: a backend may then return logits whose argmax
+        under that mask is exact and whose other entries are -inf (the ONNX Runtime shortlist head).
+        """
         ...
 
     def select_rows(self, state: Any, rows: np.ndarray) -> Any:

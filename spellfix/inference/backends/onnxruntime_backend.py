@@ -3,7 +3,9 @@
 Each step binds the previous step's ``present.*`` OrtValues as this step's ``past_key_values.*``
 inputs and lets ORT allocate the outputs on the session's device: no numpy round trip of the cache,
 only the logits are copied out. The cross-attention K/V come out of the first-step decoder once
-and are re-bound unchanged every later step. Row selection (beam search, dropping finished rows)
+and are re-bound unchanged every later step. For greedy steps the exact int8-shortlist head
+(``decoder_with_past_shortlist.onnx``, spellfix.export.shortlist) replaces the fp32 LM head when the
+export has it; beam search and the rare uncertified step use ``decoder_with_past.onnx``. Row selection (beam search, dropping finished rows)
 runs the exported ``kv_reorder`` graph, so it stays on the device with the CUDA provider too.
 
 Imports neither torch nor transformers (the serving environment is lean — DESIGN.md).
@@ -68,6 +70,12 @@ def make_session_options(intra_op_num_threads: int | None = None, extra: Mapping
     return options
 
 
+def accept_shortlist(candidate_logits: np.ndarray, threshold: np.ndarray) -> np.ndarray:
+    """Per row: True when the best candidate provably beats every token outside the shortlist (its
+    exact logit exceeds the largest upper bound left out) — see spellfix.export.shortlist."""
+    return candidate_logits.max(axis=-1) > threshold
+
+
 class OnnxRuntimeBackend:
     name = "onnxruntime"
 
@@ -78,6 +86,7 @@ class OnnxRuntimeBackend:
         providers: list[str] | None = None,
         intra_op_num_threads: int | None = None,
         session_options: Mapping[str, Any] | None = None,
+        use_shortlist: bool = True,
     ):
         import onnxruntime as ort
 
@@ -92,19 +101,32 @@ class OnnxRuntimeBackend:
         def load(graph: str) -> Any:
             return ort.InferenceSession(str(onnx_dir / f"{graph}.onnx"), options, providers=self.providers)
 
+        self._load = load
         self.encoder = load(layout.ENCODER)
         self.decoder = load(layout.DECODER)
-        self.decoder_with_past = load(layout.DECODER_WITH_PAST)
         self.kv_reorder = load(layout.KV_REORDER)
+        self._full_step: Any | None = None  # decoder_with_past, loaded on first need when a shortlist exists
+        shortlist_path = onnx_dir / f"{layout.DECODER_WITH_PAST_SHORTLIST}.onnx"
+        self.shortlist = load(layout.DECODER_WITH_PAST_SHORTLIST) if use_shortlist and shortlist_path.is_file() else None
+        step_session = self.shortlist if self.shortlist is not None else self.decoder_with_past
         self._decoder_outputs = [o.name for o in self.decoder.get_outputs()]
-        self._step_outputs = [o.name for o in self.decoder_with_past.get_outputs()]
         self._reorder_outputs = [o.name for o in self.kv_reorder.get_outputs()]
-        past = [i.name for i in self.decoder_with_past.get_inputs() if i.name.startswith("past_key_values.")]
+        past = [i.name for i in step_session.get_inputs() if i.name.startswith("past_key_values.")]
         self._self_past = [n for n in past if ".decoder." in n]
         self._cross_past = [n for n in past if ".encoder." in n]
+        self._present = [n.replace("past_key_values.", "present.") for n in self._self_past]
         self.num_layers = len(self._self_past) // 2
+        self.vocab_size = int(self.decoder.get_outputs()[0].shape[-1])
         if len(self._decoder_outputs) != 1 + 4 * self.num_layers:
             raise ValueError(f"{onnx_dir}: decoder.onnx and decoder_with_past.onnx disagree on the number of layers")
+        #: rows decoded through the shortlist head, and rows that needed the full head (fallback)
+        self.stats = {"shortlist_rows": 0, "fallback_rows": 0}
+
+    @property
+    def decoder_with_past(self) -> Any:
+        if self._full_step is None:
+            self._full_step = self._load(layout.DECODER_WITH_PAST)
+        return self._full_step
 
     def _run(self, session: Any, inputs: Mapping[str, Any], outputs: list[str]) -> list[Any]:
         binding = session.io_binding()
@@ -124,20 +146,36 @@ class OnnxRuntimeBackend:
         (hidden,) = self._run(self.encoder, {"input_ids": ids, "attention_mask": mask}, ["encoder_hidden_states"])
         return _OrtState(mask=mask, hidden=hidden)
 
-    def decode_step(self, state: _OrtState, input_ids: np.ndarray) -> tuple[np.ndarray, _OrtState]:
+    def decode_step(
+        self, state: _OrtState, input_ids: np.ndarray, full_logits: bool = True, suppress_token: int | None = None
+    ) -> tuple[np.ndarray, _OrtState]:
         ids = np.ascontiguousarray(input_ids, dtype=np.int64)
         n = 2 * self.num_layers
         if state.self_kv is None:
             inputs = {"input_ids": ids, "encoder_hidden_states": state.hidden, "encoder_attention_mask": state.mask}
             out = self._run(self.decoder, inputs, self._decoder_outputs)
             new_state = _OrtState(mask=state.mask, hidden=None, self_kv=out[1 : 1 + n], cross_kv=out[1 + n :])
-        else:
-            inputs = {"input_ids": ids, "encoder_attention_mask": state.mask}
-            inputs.update(zip(self._self_past, state.self_kv))
-            inputs.update(zip(self._cross_past, state.cross_kv))
-            out = self._run(self.decoder_with_past, inputs, self._step_outputs)
-            new_state = _OrtState(mask=state.mask, hidden=None, self_kv=out[1:], cross_kv=state.cross_kv)
-        logits = out[0].numpy()[:, -1]
+            return out[0].numpy()[:, -1], new_state
+        inputs = {"input_ids": ids, "encoder_attention_mask": state.mask}
+        inputs.update(zip(self._self_past, state.self_kv))
+        inputs.update(zip(self._cross_past, state.cross_kv))
+        if full_logits or self.shortlist is None:
+            out = self._run(self.decoder_with_past, inputs, ["logits", *self._present])
+            return out[0].numpy()[:, -1], _OrtState(mask=state.mask, hidden=None, self_kv=out[1:], cross_kv=state.cross_kv)
+        out = self._run(self.shortlist, inputs, ["shortlist_ids", "shortlist_logits", "shortlist_threshold", *self._present])
+        new_state = _OrtState(mask=state.mask, hidden=None, self_kv=out[3:], cross_kv=state.cross_kv)
+        cand_ids, cand_logits = out[0].numpy()[:, -1], out[1].numpy()[:, -1]
+        threshold = out[2].numpy().reshape(-1)
+        logits = np.full((ids.shape[0], self.vocab_size), -np.inf, dtype=np.float32)
+        np.put_along_axis(logits, cand_ids, cand_logits, axis=-1)
+        if suppress_token is not None:
+            cand_logits = np.where(cand_ids == suppress_token, -np.inf, cand_logits)
+        accepted = accept_shortlist(cand_logits, threshold)
+        self.stats["shortlist_rows"] += int(ids.shape[0])
+        if not accepted.all():  # rare: the bound cannot separate the top two from the rest
+            full = self._run(self.decoder_with_past, inputs, ["logits"])[0].numpy()[:, -1]
+            logits[~accepted] = full[~accepted]
+            self.stats["fallback_rows"] += int((~accepted).sum())
         return logits, new_state
 
     def select_rows(self, state: _OrtState, rows: np.ndarray) -> _OrtState:

@@ -218,7 +218,9 @@ class TensorRTBackend:
         )
         return _TrtState(mask=np.ascontiguousarray(attention_mask, dtype=np.int64), batch=batch, src_len=src_len, past_len=0, kv_set=0)
 
-    def decode_step(self, state: _TrtState, input_ids: np.ndarray) -> tuple[np.ndarray, _TrtState]:
+    def decode_step(
+        self, state: _TrtState, input_ids: np.ndarray, full_logits: bool = True, suppress_token: int | None = None
+    ) -> tuple[np.ndarray, _TrtState]:
         graph = layout.DECODER if state.past_len == 0 else layout.DECODER_WITH_PAST
         engine = self.engines[graph]
         prefix = "dec" if graph == layout.DECODER else "step"

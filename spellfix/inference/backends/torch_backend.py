@@ -46,7 +46,9 @@ class TorchBackend:
         return _TorchState(mask=mask, hidden=self.encoder(self._tensor(input_ids), mask))
 
     @torch.inference_mode()
-    def decode_step(self, state: _TorchState, input_ids: np.ndarray) -> tuple[np.ndarray, _TorchState]:
+    def decode_step(
+        self, state: _TorchState, input_ids: np.ndarray, full_logits: bool = True, suppress_token: int | None = None
+    ) -> tuple[np.ndarray, _TorchState]:
         ids = self._tensor(input_ids)
         n = 2 * self.num_layers
         if state.self_kv is None:

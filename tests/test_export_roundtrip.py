@@ -1,0 +1,225 @@
+"""Export round trip on a tiny trained model: files, manifest, parity, and the ONNX Runtime runtime.
+
+One export (hf, onnx, onnx-int8, onnx-fp16) is made per module and shared; every test reads it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnxruntime")
+
+from spellfix.export import export  # noqa: E402
+from spellfix.export.manifest import verify_files  # noqa: E402
+from spellfix.export.parity import ParityError, check_parity, reference_greedy  # noqa: E402
+from spellfix.export.tensorrt_build import input_shape_ranges, profile_ranges  # noqa: E402
+from spellfix.inference import SpellCorrector, generate  # noqa: E402
+from spellfix.inference import layout  # noqa: E402
+from test_inference_fixtures import dev_pairs, train_tiny_model  # noqa: E402
+
+pytestmark = pytest.mark.slow  # one ~15-30 s export shared by the module
+
+FORMATS = ["hf", "onnx", "onnx-int8", "onnx-fp16"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return train_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="module")
+def exported(model_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("export") / "exp"
+    manifest = export(model_dir, out, formats=FORMATS)
+    return out, manifest
+
+
+@pytest.fixture(scope="module")
+def ort_fixer(exported):
+    return SpellCorrector(exported[0], "onnxruntime", max_new_tokens=24, backend_options={"intra_op_num_threads": 1})
+
+
+@pytest.fixture(scope="module")
+def queries():
+    return [q for q, _ in dev_pairs(64, offset=40)]
+
+
+def test_export_writes_the_documented_layout(exported):
+    out, manifest = exported
+    for graph in layout.GRAPHS:
+        for sub in ("onnx", "onnx-int8", "onnx-fp16"):
+            assert (out / sub / f"{graph}.onnx").is_file()
+    for name in ("manifest.json", "tokenizer.json", "spellfix.json", "generation_config.json", "hf/model.safetensors", "hf/config.json", "hf/tokenizer.json"):
+        assert (out / name).is_file(), name
+    assert manifest["formats"] == FORMATS
+    assert not list(out.parent.glob(".exp.tmp-*")), "the temp dir must be renamed into place"
+
+
+def test_manifest_records_versions_io_axes_parity_and_checksums(exported):
+    out, manifest = exported
+    assert json.loads((out / "manifest.json").read_text()) == manifest
+    assert {"torch", "transformers", "onnx", "onnxruntime", "python"} <= set(manifest["versions"])
+    assert manifest["opset"] == 17
+    assert set(manifest["dynamic_axes"]) == {"batch", "src_len", "tgt_len", "past_len", "rows"}
+    step = manifest["graphs"]["onnx"]["decoder_with_past"]
+    names = [i["name"] for i in step["inputs"]]
+    assert names[:2] == ["input_ids", "encoder_attention_mask"] and "past_key_values.0.decoder.key" in names
+    key = next(i for i in step["inputs"] if i["name"] == "past_key_values.0.decoder.key")
+    assert key["dtype"] == "float32" and key["shape"][0] == "batch" and key["shape"][2] == "past_len"
+    assert manifest["graphs"]["onnx-fp16"]["decoder_with_past"]["outputs"][0] == {
+        "name": "logits", "dtype": "float32", "shape": ["batch", 1, manifest["model"]["vocab_size"]]
+    }
+    fp32 = manifest["parity"]["onnx"]
+    assert fp32["enforced"] and fp32["max_abs_logits_diff"] <= fp32["logits_atol"]
+    assert fp32["greedy"]["identical"] == fp32["greedy"]["queries"] > 0
+    assert manifest["parity"]["onnx-fp16"]["enforced"] and not manifest["parity"]["onnx-int8"]["enforced"]
+    assert "onnx/decoder.onnx" in manifest["files"] and "manifest.json" not in manifest["files"]
+    verify_files(out, manifest)
+
+
+def test_manifest_checksums_catch_a_changed_file(exported, tmp_path):
+    out, manifest = exported
+    copy = tmp_path / "exp"
+    shutil.copytree(out, copy)
+    with (copy / "onnx" / "kv_reorder.onnx").open("ab") as handle:
+        handle.write(b"\0")
+    with pytest.raises(ValueError, match="kv_reorder.onnx: sha256 differs"):
+        verify_files(copy, manifest)
+
+
+def test_parity_check_fails_loudly_past_the_tolerance(exported, model_dir, ort_fixer):
+    from spellfix.modeling import load_pretrained
+
+    out, _ = exported
+    model, _ = load_pretrained(model_dir)
+    with pytest.raises(ParityError, match=r"max \|logits - PyTorch\| = .* exceeds the tolerance 0"):
+        check_parity(
+            model, ort_fixer.tokenizer, out / "onnx", precision="fp32", queries=["thin lizzy"],
+            decoder_start_token_id=2, max_new_tokens=4, logits_atol=0.0,
+        )
+
+
+@pytest.mark.parametrize("batch_size", [1, 32])
+def test_onnxruntime_greedy_is_identical_to_torch_backend_and_generate(exported, model_dir, ort_fixer, queries, batch_size):
+    from spellfix.modeling import load_pretrained
+
+    torch_fixer = SpellCorrector(model_dir, "torch", max_new_tokens=24, batch_size=batch_size)
+    model, _ = load_pretrained(model_dir)
+    encoded = ort_fixer.tokenizer.encode_ids(ort_fixer.encoder_texts(queries))
+    for start in range(0, len(encoded), batch_size):
+        batch = ort_fixer.tokenizer.pad(encoded[start : start + batch_size])
+        ours = generate(ort_fixer.backend, batch.input_ids, batch.attention_mask, ort_fixer.options)
+        assert ours == generate(torch_fixer.backend, batch.input_ids, batch.attention_mask, torch_fixer.options)
+        assert ours == reference_greedy(model, batch.input_ids, batch.attention_mask, ort_fixer.options)
+    assert SpellCorrector(exported[0], "onnxruntime", max_new_tokens=24, batch_size=batch_size).correct(queries) == torch_fixer.correct(queries)
+
+
+def test_onnxruntime_beam_search_matches_generate_with_four_beams(exported, model_dir, queries):
+    from spellfix.modeling import load_pretrained
+
+    fixer = SpellCorrector(exported[0], "onnxruntime", num_beams=4, max_new_tokens=16, backend_options={"intra_op_num_threads": 1})
+    model, _ = load_pretrained(model_dir)
+    batch = fixer.tokenizer.pad(fixer.tokenizer.encode_ids(fixer.encoder_texts(queries[:16])))
+    ours = generate(fixer.backend, batch.input_ids, batch.attention_mask, fixer.options)
+    assert ours == reference_greedy(model, batch.input_ids, batch.attention_mask, fixer.options)
+
+
+def test_runtime_works_from_the_export_dir_alone(exported, tmp_path, ort_fixer, queries):
+    lean = tmp_path / "lean"
+    shutil.copytree(exported[0], lean, ignore=shutil.ignore_patterns("hf", "onnx-fp16"))
+    fixer = SpellCorrector(lean, "onnxruntime", max_new_tokens=24)
+    assert fixer.correct(queries[:8]) == ort_fixer.correct(queries[:8])
+    assert fixer.correct(["", "THIN  lizzy"]) == ["", ort_fixer.correct(["thin lizzy"])[0]]
+
+
+def test_int8_graphs_run_in_the_same_runtime(exported, queries):
+    fixer = SpellCorrector(exported[0], "onnxruntime", precision="int8", max_new_tokens=24)
+    out = fixer.correct(queries[:8])
+    assert len(out) == 8 and all(isinstance(x, str) for x in out)
+
+
+def test_runtime_rejects_bad_inputs_like_the_torch_backend(ort_fixer):
+    with pytest.raises(ValueError, match="query 0 is not valid UTF-8"):
+        ort_fixer.correct([b"\xc3("])
+    with pytest.raises(TypeError, match="not a single string"):
+        ort_fixer.correct("thin lizzy")
+    with pytest.warns(UserWarning, match="truncated"):
+        ort_fixer.correct([" ".join(["metallica"] * 40)])
+
+
+def test_missing_precision_dir_gives_a_clear_message(exported, tmp_path):
+    partial = tmp_path / "partial"
+    shutil.copytree(exported[0], partial, ignore=shutil.ignore_patterns("onnx-int8"))
+    with pytest.raises(FileNotFoundError, match="onnx-int8: not found; export it with `spellfix export --format onnx,onnx-int8`"):
+        SpellCorrector(partial, "onnxruntime", precision="int8")
+
+
+def test_export_refuses_to_overwrite_a_directory_that_is_not_an_export(model_dir, tmp_path):
+    target = tmp_path / "precious"
+    target.mkdir()
+    (target / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="not a spellfix export dir"):
+        export(model_dir, target)
+    assert (target / "notes.txt").read_text() == "keep me"
+
+
+def test_unknown_format_is_rejected_with_the_allowed_list(model_dir, tmp_path):
+    with pytest.raises(ValueError, match="unknown export format.*choose from hf, onnx, onnx-int8, onnx-fp16, tensorrt, triton"):
+        export(model_dir, tmp_path / "x", formats=["onnx", "coreml"])
+
+
+def test_tensorrt_profiles_cover_every_dynamic_axis_of_the_fp16_graphs(exported):
+    ranges = profile_ranges(max_batch=128, max_source_length=32, max_new_tokens=24)
+    for graph in layout.GRAPHS:
+        shapes = input_shape_ranges(exported[0] / "onnx-fp16" / f"{graph}.onnx", ranges)
+        for name, (lo, opt, hi) in shapes.items():
+            assert all(a <= b <= c for a, b, c in zip(lo, opt, hi)), (graph, name)
+    step = input_shape_ranges(exported[0] / "onnx-fp16" / "decoder_with_past.onnx", ranges)
+    assert step["input_ids"] == ((1, 1), (1, 1), (128, 1))
+    assert step["past_key_values.0.decoder.key"][2][2] == 24
+
+
+def test_fp16_graphs_keep_layernorm_and_softmax_in_fp32_and_clamp_weights(exported):
+    import onnx
+
+    model = onnx.load(str(exported[0] / "onnx-fp16" / "decoder_with_past.onnx"))
+    types = {}
+    for value in [*model.graph.input, *model.graph.output, *model.graph.value_info]:
+        types[value.name] = value.type.tensor_type.elem_type
+    inferred = onnx.shape_inference.infer_shapes(model)
+    for value in inferred.graph.value_info:
+        types[value.name] = value.type.tensor_type.elem_type
+    inits = {i.name: i for i in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type in ("LayerNormalization", "Softmax"):
+            assert types.get(node.input[0]) == onnx.TensorProto.FLOAT, node.name
+    halves = [onnx.numpy_helper.to_array(i) for i in inits.values() if i.data_type == onnx.TensorProto.FLOAT16]
+    assert halves and all(np.isfinite(h).all() for h in halves)
+    assert types["past_key_values.0.decoder.key"] == onnx.TensorProto.FLOAT16
+
+
+def test_fp16_graphs_parse_with_the_tensorrt_rtx_onnx_parser(exported):
+    """A proxy only: TensorRT-RTX's parser accepting the graphs says TensorRT can read them; it does
+    not prove an engine builds or runs on an A10G with TensorRT 10/11."""
+    trt = pytest.importorskip("tensorrt_rtx_bindings", reason="tensorrt-rtx-cu12-bindings not installed (optional proxy check)")
+    logger = trt.Logger(trt.Logger.WARNING)
+    for graph in layout.GRAPHS:
+        builder = trt.Builder(logger)
+        network = builder.create_network(0)
+        parser = trt.OnnxParser(network, logger)
+        ok = parser.parse_from_file(str(exported[0] / "onnx-fp16" / f"{graph}.onnx"))
+        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+        assert ok, (graph, errors)
