@@ -46,6 +46,7 @@ class NetworkGuard:
     """Process-wide audit hook (hooks cannot be removed), active only inside the ``offline_aws`` fixture."""
 
     active = False
+    installed = False
     blocked: list[tuple[str, object]] = []
     local: list[object] = []
 
@@ -76,8 +77,6 @@ class NetworkGuard:
             raise socket.gaierror(f"test network guard: lookup of {args[0]!r} refused")
 
 
-sys.addaudithook(NetworkGuard.hook)
-
 
 @pytest.fixture
 def offline_aws(monkeypatch, tmp_path):
@@ -96,6 +95,9 @@ def offline_aws(monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
     monkeypatch.setenv("SAGEMAKER_VALIDATE_ROLE", "false")
     monkeypatch.setenv("SAGEMAKER_USER_CONFIG_OVERRIDE", str(config))
+    if not NetworkGuard.installed:  # once per process, only when these tests run
+        sys.addaudithook(NetworkGuard.hook)
+        NetworkGuard.installed = True
     NetworkGuard.blocked.clear()
     NetworkGuard.local.clear()
     NetworkGuard.active = True
