@@ -7,7 +7,7 @@ Layout (uploaded by the SDK as the job's ``code`` channel, the container's worki
     data/                shipped resources the library reads at run time (noise confusion lists)
     launch/entry.py      the entry script (torchrun runs it once per GPU)
     job/recipe.yaml      the resolved recipe of this launch (overrides applied, data -> channels)
-    job/launch.json      provenance: spellfix version, options, when it was built
+    job/launch.json      provenance: spellfix version, git commit, options, when it was built
     requirements.txt     spellfix's dependencies minus torch (the image's CUDA build must stay)
 
 Shipping the resolved recipe as a file rather than as a hyperparameter is deliberate: SageMaker caps a
@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -67,10 +68,28 @@ def build_source_bundle(dest: Path, recipe_yaml: str, launch_info: dict[str, Any
     recipe_file = dest / BUNDLED_RECIPE
     recipe_file.parent.mkdir(parents=True, exist_ok=True)
     recipe_file.write_text(recipe_yaml, encoding="utf-8")
-    info = {"spellfix_version": spellfix.__version__, "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    info = {
+        "spellfix_version": spellfix.__version__,
+        "git": _git_describe(),
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     info.update(launch_info or {})
     (recipe_file.parent / "launch.json").write_text(json.dumps(info, indent=2, default=str) + "\n", encoding="utf-8")
     return dest
+
+
+def _git_describe() -> str | None:
+    """The checkout's commit (``-dirty`` with local changes): what code a job ran, for the record."""
+    if not (REPO_ROOT / ".git").exists():
+        return None
+    try:
+        out = subprocess.run(["git", "-C", str(REPO_ROOT), "describe", "--always", "--dirty"],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() or None
 
 
 def job_requirements() -> list[str]:
