@@ -68,6 +68,8 @@ def test_resume_after_sigterm_ends_with_the_same_weights_as_an_uninterrupted_run
         [sys.executable, "-m", "spellfix.cli", "train", "--recipe", str(recipe_file), "--output-dir", str(out), "--no-progress",
          "--set", "train.max_steps=40"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        # Same intra-op thread count as this process: a different count changes float reduction order.
+        env={**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())},
     )
     metrics = out / "logs" / "metrics.jsonl"
     deadline = time.time() + 120
