@@ -222,7 +222,7 @@ def render_candidates(candidates: dict[str, Any]) -> list[str]:
         "k; *query recall* = every misspelled word of the query has its fix listed; *noise* = words of "
         "correct queries that get candidates anyway.",
         "",
-        "| variant | annotated | recall@1 | recall@3 | recall@5 | non-word @5 | real-word @5 | query recall | noise | +chars | µs/query cold / warm |",
+        "| variant | annotated | recall@1 | recall@3 | recall@5 | non-word @5 | real-word @5 | query recall | noise | +chars | CPU µs/query cold / warm |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, r in candidates.items():
@@ -233,7 +233,7 @@ def render_candidates(candidates: dict[str, Any]) -> list[str]:
             f"| {name} `{r['overrides']}` | {_pct(r['annotated'])} | {_pct(r['recall@1'])} | {_pct(r['recall@3'])} | "
             f"{_pct(r.get('recall@5'))} | {_pct(by.get('non-word', {}).get(at5))} | {_pct(by.get('real-word', {}).get(at5))} | "
             f"{_pct(r['query_recall'])} | {_pct(r['noise_rate'])} | {r['chars_added_mean']:.1f} | "
-            f"{r['us_per_query']:.0f} / {r['us_per_query_warm']:.0f} |"
+            f"{r['cpu_us_per_query']:.0f} / {r['cpu_us_per_query_warm']:.0f} |"
         )
     lines += ["", f"Example (default): `{next(iter(candidates.values()))['example']}`", ""]
     return lines

@@ -14,7 +14,6 @@ from the reference is a false positive (the corrector broke a query that was fin
 from __future__ import annotations
 
 import json
-import math
 import os
 import statistics
 import tempfile
@@ -185,8 +184,8 @@ def run_corrector(corrector: Corrector, queries: Sequence[str], *, batch_size: i
         if len(out) != len(batch):
             raise RuntimeError(f"corrector returned {len(out)} outputs for a batch of {len(batch)} queries")
         predictions.extend(out)
-    elapsed = time.perf_counter() - start
-    return predictions, len(queries) / elapsed if elapsed > 0 else math.inf
+    elapsed = max(time.perf_counter() - start, 1e-9)  # never divide by zero (or write Infinity to JSON)
+    return predictions, len(queries) / elapsed
 
 
 def measure_latency(corrector: Corrector, queries: Sequence[str], *, sample: int = 200, warmup: int = 3) -> dict[str, float]:
