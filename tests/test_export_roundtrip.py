@@ -85,6 +85,9 @@ def test_manifest_records_versions_io_axes_parity_and_checksums(exported):
     fp32 = manifest["parity"]["onnx"]
     assert fp32["enforced"] and fp32["max_abs_logits_diff"] <= fp32["logits_atol"]
     assert fp32["greedy"]["identical"] == fp32["greedy"]["queries"] > 0
+    shortlist = fp32["shortlist"]
+    assert shortlist["violations"] == 0 and shortlist["accepted"] > 0 and shortlist["max_abs_logits_diff"] < 1e-3
+    assert "decoder_with_past_shortlist" in manifest["graphs"]["onnx"]
     assert manifest["parity"]["onnx-fp16"]["enforced"] and not manifest["parity"]["onnx-int8"]["enforced"]
     assert "onnx/decoder.onnx" in manifest["files"] and "manifest.json" not in manifest["files"]
     verify_files(out, manifest)
@@ -125,6 +128,22 @@ def test_onnxruntime_greedy_is_identical_to_torch_backend_and_generate(exported,
         assert ours == generate(torch_fixer.backend, batch.input_ids, batch.attention_mask, torch_fixer.options)
         assert ours == reference_greedy(model, batch.input_ids, batch.attention_mask, ort_fixer.options)
     assert SpellCorrector(exported[0], "onnxruntime", max_new_tokens=24, batch_size=batch_size).correct(queries) == torch_fixer.correct(queries)
+
+
+def test_shortlist_fallback_reruns_the_full_head_and_gives_the_same_ids(exported, ort_fixer, queries, monkeypatch):
+    from spellfix.inference.backends import onnxruntime_backend
+
+    fixer = SpellCorrector(exported[0], "onnxruntime", max_new_tokens=24, backend_options={"intra_op_num_threads": 1})
+    expected = ort_fixer.generate_ids(queries[:12])
+    monkeypatch.setattr(onnxruntime_backend, "accept_shortlist", lambda logits, threshold: np.zeros(len(logits), bool))
+    assert fixer.generate_ids(queries[:12]) == expected
+    assert fixer.backend.stats["fallback_rows"] == fixer.backend.stats["shortlist_rows"] > 0
+
+
+def test_onnxruntime_without_shortlist_gives_the_same_ids(exported, ort_fixer, queries):
+    fixer = SpellCorrector(exported[0], "onnxruntime", max_new_tokens=24, backend_options={"use_shortlist": False})
+    assert fixer.backend.shortlist is None
+    assert fixer.generate_ids(queries) == ort_fixer.generate_ids(queries)
 
 
 def test_onnxruntime_beam_search_matches_generate_with_four_beams(exported, model_dir, queries):

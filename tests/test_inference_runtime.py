@@ -263,3 +263,18 @@ def test_torch_backend_uses_cast_weights_when_asked(model_dir):
     state = backend.encode(np.array([[0, 50, 51, 2]]), np.ones((1, 4), dtype=np.int64))
     logits, _ = backend.decode_step(state, np.array([[2]]))
     assert logits.dtype == np.float32 and logits.shape[0] == 1
+
+
+def test_generation_settings_the_runtime_ignores_are_warned_about(model_dir, tmp_path, caplog):
+    import logging
+    import shutil
+
+    from spellfix.inference.layout import read_input_settings
+
+    copy = tmp_path / "model"
+    shutil.copytree(model_dir, copy)
+    gen = json.loads((copy / "generation_config.json").read_text())
+    (copy / "generation_config.json").write_text(json.dumps({**gen, "forced_bos_token_id": 0, "no_repeat_ngram_size": 3}))
+    with caplog.at_level(logging.WARNING, logger="spellfix.inference.layout"):
+        read_input_settings(copy)
+    assert "forced_bos_token_id=0, no_repeat_ngram_size=3" in caplog.text

@@ -8,9 +8,9 @@ random weights; every system gets the same 10 source ids (``<s>`` + 8 tokens + `
 forced to generate exactly 10 tokens (min = max = 10), so all do the same work. Tokenization is
 excluded everywhere (ids in, ids out).
 
-Timing: after warm-up, ``repeats`` rounds; in each round every system (in rotating order, so load
-from other processes hits all alike) makes ``calls // repeats`` batch-1 calls and ``batch_calls``
-calls at batch 32. Reported: p50 (median over rounds of each round's median) and p99 (over all
+Timing: after warm-up, ``repeats`` rounds; in each round every system makes ``calls // repeats``
+batch-1 calls and ``batch_calls`` calls at batch 32, interleaved call by call in rotating order so
+that load from other processes (the machine is shared) hits every system alike. Reported: p50 (median over rounds of each round's median) and p99 (over all
 batch-1 calls), queries/s at batch 32 (median over rounds), and ratios to ``generate`` and to
 CTranslate2 at the same precision. Also the *floor*: the time a batch-1 query cannot beat on this
 machine — streaming every weight that a query touches from memory (the decoder + LM head each step)
@@ -137,7 +137,10 @@ def prepare_artifacts(work_dir: Path, seed: int = 0) -> Artifacts:
     if not (hf_dir / "config.json").exists():
         log.info("building the random-weight bart-base-shape model in %s", hf_dir)
         build_random_bart_base(hf_dir, seed)
-    if not (export_dir / "manifest.json").exists():
+    from spellfix.export.manifest import EXPORT_REVISION
+
+    manifest_path = export_dir / "manifest.json"
+    if not manifest_path.exists() or json.loads(manifest_path.read_text()).get("export_revision") != EXPORT_REVISION:
         log.info("exporting %s -> %s", hf_dir, export_dir)
         export(hf_dir, export_dir, formats=["onnx", "onnx-int8"])
     for precision, path in ct2.items():
@@ -181,11 +184,53 @@ def _generate_system(hf_dir: Path) -> System:
     return System("generate", "fp32", run)
 
 
-def _spellfix_system(name: str, precision: str, backend: Any) -> System:
-    from spellfix.inference.decoding import DecodingOptions, generate
+def _forced_options() -> Any:
+    from spellfix.inference.decoding import DecodingOptions
 
-    options = DecodingOptions(decoder_start_token_id=2, eos_token_id=2, pad_token_id=1, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS)
-    return System(name, precision, lambda ids, mask: generate(backend, ids, mask, options))
+    return DecodingOptions(decoder_start_token_id=2, eos_token_id=2, pad_token_id=1, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS)
+
+
+def _spellfix_system(name: str, precision: str, backend: Any) -> System:
+    from spellfix.inference.decoding import generate
+
+    options = _forced_options()
+    return System(name, precision, lambda ids, mask: generate(backend, ids, mask, options), backend)
+
+
+class _TimedBackend:
+    """Wraps a backend and records the wall time of each call, to show where a query's time goes."""
+
+    def __init__(self, inner: Any):
+        self.inner, self.name = inner, inner.name
+        self.times: dict[str, list[float]] = {"encode": [], "first_step": [], "later_steps": []}
+
+    def _timed(self, key: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        out = fn(*args, **kwargs)
+        self.times[key].append(time.perf_counter() - start)
+        return out
+
+    def encode(self, ids: np.ndarray, mask: np.ndarray) -> Any:
+        self._first = True
+        return self._timed("encode", self.inner.encode, ids, mask)
+
+    def decode_step(self, state: Any, ids: np.ndarray, full_logits: bool = True, suppress_token: int | None = None) -> Any:
+        key = "first_step" if self._first else "later_steps"
+        self._first = False
+        return self._timed(key, self.inner.decode_step, state, ids, full_logits, suppress_token)
+
+    def select_rows(self, state: Any, rows: np.ndarray) -> Any:
+        return self.inner.select_rows(state, rows)
+
+
+def step_breakdown(backend: Any, batch1: tuple[np.ndarray, np.ndarray], runs: int = 10) -> dict[str, float]:
+    """Median ms of the encoder, the first decoder step and one later step at batch 1."""
+    from spellfix.inference.decoding import generate
+
+    timed = _TimedBackend(backend)
+    for _ in range(runs):
+        generate(timed, *batch1, _forced_options())
+    return {f"{k}_ms": round(1e3 * statistics.median(v), 2) for k, v in timed.times.items() if v}
 
 
 def _ctranslate2_system(name: str, precision: str, model_dir: Path, threads: int) -> System:
@@ -229,9 +274,7 @@ def build_systems(artifacts: Artifacts, names: Sequence[str], threads: int) -> l
                 session_options=ORT_SESSION_OPTIONS,
                 use_shortlist="full-head" not in name,
             )
-            system = _spellfix_system(name, precision, backend)
-            system.backend = backend
-            systems.append(system)
+            systems.append(_spellfix_system(name, precision, backend))
         elif name.startswith("ctranslate2"):
             precision = name.split()[-1]
             systems.append(_ctranslate2_system(name, precision, artifacts.ct2_dirs[precision], threads))
@@ -342,15 +385,27 @@ def time_systems(
         for _ in range(warmup):
             system.run(*batch1)
         system.run(*batch_n)
+    # Calls are interleaved one by one across systems (rotating the order every pass), so a burst of
+    # load from another process hits every system alike instead of whichever block was running.
     for round_index in range(repeats):
-        order = systems[round_index % len(systems) :] + systems[: round_index % len(systems)]
-        for system in order:
-            times = [_time_call(system, *batch1) for _ in range(per_round)]
-            samples[system.name]["b1"].extend(times)
-            samples[system.name]["b1_round_p50"].append(statistics.median(times))
-            batch_times = [_time_call(system, *batch_n) for _ in range(batch_calls)]
-            samples[system.name]["bn_round_qps"].append(batch_n[0].shape[0] / statistics.median(batch_times))
-            progress(f"round {round_index + 1}/{repeats} {system.name}: p50 {1e3 * statistics.median(times):.1f} ms")
+        b1_times: dict[str, list[float]] = {s.name: [] for s in systems}
+        bn_times: dict[str, list[float]] = {s.name: [] for s in systems}
+        for i in range(per_round):
+            shift = (round_index * per_round + i) % len(systems)
+            for system in systems[shift:] + systems[:shift]:
+                b1_times[system.name].append(_time_call(system, *batch1))
+        for i in range(batch_calls):
+            shift = (round_index + i) % len(systems)
+            for system in systems[shift:] + systems[:shift]:
+                bn_times[system.name].append(_time_call(system, *batch_n))
+        for system in systems:
+            samples[system.name]["b1"].extend(b1_times[system.name])
+            samples[system.name]["b1_round_p50"].append(statistics.median(b1_times[system.name]))
+            samples[system.name]["bn_round_qps"].append(batch_n[0].shape[0] / statistics.median(bn_times[system.name]))
+        progress(
+            f"round {round_index + 1}/{repeats}: "
+            + ", ".join(f"{s.name} {1e3 * statistics.median(b1_times[s.name]):.0f} ms" for s in systems)
+        )
     out = {}
     for name, s in samples.items():
         b1 = np.array(s["b1"]) * 1e3
@@ -399,10 +454,14 @@ def run_infer_benchmark(
     threads: int = 2,
     seed: int = 0,
     name: str = "infer_latency",
+    json_out: str | Path | None = None,
     progress: Callable[[str], None] = lambda s: log.info("%s", s),
 ) -> list[dict[str, Any]]:
-    """Run the benchmark; write ``<output_dir>/<name>.json`` and ``.md`` (unless output_dir is None);
+    """Run the benchmark; write ``<output_dir>/<name>.json`` and ``.md`` (unless output_dir is None;
+    ``json_out=PATH`` writes PATH and the .md next to it instead, for ``spellfix bench infer --json``);
     return the entries (one dict per system, DESIGN.md names and figures)."""
+    if json_out is not None:
+        output_dir, name = Path(json_out).parent, Path(json_out).stem
     import torch
 
     unknown = [s for s in systems if s not in SYSTEMS + ABLATIONS]
@@ -425,6 +484,7 @@ def run_infer_benchmark(
     peaks_before = measure_machine(threads)
     timings = time_systems(built, batch1, batch_n, calls=calls, repeats=repeats, warmup=warmup, batch_calls=batch_calls, progress=progress)
     peaks_after = measure_machine(threads)
+    breakdowns = {s.name: step_breakdown(s.backend, batch1) for s in built if s.backend is not None}
     machine = {
         "platform": platform.platform(),
         "processor": platform.processor(),
@@ -447,6 +507,8 @@ def run_infer_benchmark(
         entry["x_flop_floor_batch32"] = round((1e3 / t["queries_per_s"]) / floor[f"flop_floor_ms_{precision}"], 2)
         if reference is not None:
             entry["same_output_as_generate"] = outputs[system.name] == reference
+        if system.name in breakdowns:
+            entry["batch1_breakdown_ms"] = breakdowns[system.name]
         stats = getattr(system.backend, "stats", None)
         if stats and stats.get("shortlist_rows"):
             entry["shortlist_fallback_rate"] = round(stats["fallback_rows"] / stats["shortlist_rows"], 4)
@@ -519,6 +581,18 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"{e.get('p50_vs_ctranslate2', '-')} | {e['queries_per_s']:.1f} | {e.get('qps_vs_ctranslate2', '-')} | "
             f"{e['x_memory_floor_batch1']} | {e['x_flop_floor_batch32']} |"
         )
+    rows = [e for e in report["entries"] + report.get("ablations", []) if "batch1_breakdown_ms" in e]
+    if rows:
+        lines += [
+            "",
+            "Where a batch-1 query's time goes in spellfix's runtime (median ms per call, measured after the timing):",
+            "",
+            "| system | encoder | first decoder step (+ cross K/V) | each later step |",
+            "|---|---:|---:|---:|",
+        ]
+        for e in rows:
+            b = e["batch1_breakdown_ms"]
+            lines.append(f"| {e['name']} | {b.get('encode_ms', '-')} | {b.get('first_step_ms', '-')} | {b.get('later_steps_ms', '-')} |")
     ref = floor["at_reference_machine"]
     lines += [
         "",

@@ -20,6 +20,8 @@ from typing import Any
 from spellfix.inference import layout
 
 MANIFEST_FORMAT_VERSION = 1
+#: bumped whenever the exported graphs change for the same model (caches keyed on it rebuild)
+EXPORT_REVISION = 2
 _VERSIONED = ("spellfix", "torch", "transformers", "onnx", "onnxruntime", "onnxscript", "tokenizers", "numpy", "tensorrt")
 
 
@@ -92,6 +94,7 @@ def build_manifest(
 ) -> dict[str, Any]:
     manifest: dict[str, Any] = {
         "format_version": MANIFEST_FORMAT_VERSION,
+        "export_revision": EXPORT_REVISION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "source": source,
         "versions": tool_versions(),

@@ -111,7 +111,7 @@ def _example_inputs(model: torch.nn.Module) -> dict[str, _Traced]:
 
 
 @contextlib.contextmanager
-def _quiet(logger_name: str) -> Any:
+def quiet_logger(logger_name: str) -> Any:
     logger = logging.getLogger(logger_name)
     level = logger.level
     logger.setLevel(logging.ERROR)
@@ -159,7 +159,7 @@ def export_onnx_graphs(model: torch.nn.Module, out_dir: Path, *, opset: int = MI
     paths: dict[str, Path] = {}
     for graph, traced in _example_inputs(model).items():
         log.info("exporting %s.onnx", graph)
-        with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet("torch.onnx"):
+        with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), quiet_logger("torch.onnx"):
             warnings.simplefilter("ignore")  # the exporter's progress and opset-conversion chatter
             program = torch.onnx.export(
                 traced.module,

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import onnx
 
-from spellfix.export.onnx_graphs import check_model, save_model
+from spellfix.export.onnx_graphs import check_model, quiet_logger, save_model
 from spellfix.inference import layout
 
 log = logging.getLogger(__name__)
@@ -77,15 +77,16 @@ def quantize_int8(src_dir: Path, dst_dir: Path, *, per_channel: bool = True) -> 
         if graph == layout.KV_REORDER:  # a gather: nothing to quantize
             shutil.copyfile(src, dst)
         else:
-            quantize_dynamic(
-                str(src),
-                str(dst),
-                weight_type=QuantType.QInt8,
-                per_channel=per_channel,
-                op_types_to_quantize=["MatMul"],
-                use_external_data_format=src.with_name(src.name + ".data").exists(),
-                extra_options={"MatMulConstBOnly": True},
-            )
+            with quiet_logger(""):  # the quantizer logs every tensor (and a pre-processing hint) on the root logger
+                quantize_dynamic(
+                    str(src),
+                    str(dst),
+                    weight_type=QuantType.QInt8,
+                    per_channel=per_channel,
+                    op_types_to_quantize=["MatMul"],
+                    use_external_data_format=src.with_name(src.name + ".data").exists(),
+                    extra_options={"MatMulConstBOnly": True},
+                )
         check_model(dst)
         paths[graph] = dst
     return paths

@@ -16,7 +16,6 @@ import logging
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import numpy as np
 
 from spellfix.inference import layout
 from spellfix.inference.backends import BACKENDS, Backend
