@@ -33,6 +33,7 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import argparse
+import json
 import platform
 import sys
 import time
@@ -50,7 +51,9 @@ SETS = {
     "norvig2": "norvig2.tsv",
     "codespell_common": "codespell_common.tsv",
 }
-PEER_NAMES = ("symspell", "pyspellchecker")
+PEER_NAMES = ("symspell", "pyspellchecker")  # the bar (issue 8)
+BASELINE_NAMES = ("candidates-top1",)  # our own floor: first dictionary candidate for unknown words
+KNOWN_SYSTEMS = ("spellfix", *PEER_NAMES, *BASELINE_NAMES)
 
 # Candidate configurations measured with --candidates (the default one first).
 CANDIDATE_VARIANTS: dict[str, dict[str, Any]] = {
@@ -141,6 +144,22 @@ def measure_candidates(rows: list[dict[str, str]]) -> dict[str, Any]:
         result["example"] = annotator.annotate(misspelled[0]["query"])
         out[variant] = result
     return out
+
+
+def merge_reports(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """New entries replace old ones with the same (system, dataset); the rest are kept, in the
+    order systems then sets first appeared. Each entry carries its own time and load average."""
+    fresh = {(e["name"], e["dataset"]) for e in new["entries"]}
+    kept = [e for e in old.get("entries", []) if (e["name"], e["dataset"]) not in fresh]
+    merged = dict(new)
+    merged["entries"] = kept + new["entries"]
+    order = {name: i for i, name in enumerate(KNOWN_SYSTEMS)}
+    merged["entries"].sort(key=lambda e: order.get(e["name"], len(order)))
+    if "candidates" not in new and "candidates" in old:
+        merged["candidates"] = old["candidates"]
+    merged["command"] = f"{old.get('command', '?')}; then {new['command']}"
+    merged["versions"] = {**old.get("versions", {}), **new["versions"]}
+    return merged
 
 
 def _versions(systems: Sequence[str]) -> dict[str, str]:
@@ -245,7 +264,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"])
     parser.add_argument("--num-beams", type=int, default=1, help="spellfix beam width (1: greedy)")
     parser.add_argument("--precision", default="fp32", help="spellfix onnxruntime graphs: fp32 or int8")
-    parser.add_argument("--systems", default=None, help=f"comma list (default: spellfix if --model, then {', '.join(PEER_NAMES)})")
+    parser.add_argument(
+        "--systems", default=None,
+        help=f"comma list of {', '.join(KNOWN_SYSTEMS)} (default: spellfix if --model, then the others)",
+    )
+    parser.add_argument(
+        "--merge", action="store_true",
+        help="keep the other entries of an existing results file (e.g. add a spellfix model without "
+        "re-running pyspellchecker, which takes ~10 min)",
+    )
     parser.add_argument("--sets", default=",".join(SETS), help=f"comma list of {', '.join(SETS)}")
     parser.add_argument("--data-dir", type=Path, default=DATA, help="where the dev sets live (default: the repo's data/)")
     parser.add_argument("--limit", type=int, default=None, help="rows per set file (spread evenly), for quick runs")
@@ -259,10 +286,10 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(REPO))
     from spellfix.evaluation import write_json_atomic
 
-    systems = args.systems.split(",") if args.systems else [*(["spellfix"] if args.model else []), *PEER_NAMES]
-    unknown = [s for s in systems if s not in ("spellfix", *PEER_NAMES)]
+    systems = args.systems.split(",") if args.systems else [*(["spellfix"] if args.model else []), *PEER_NAMES, *BASELINE_NAMES]
+    unknown = [s for s in systems if s not in KNOWN_SYSTEMS]
     if unknown:
-        parser.error(f"unknown system(s) {unknown}; choose from spellfix, {', '.join(PEER_NAMES)}")
+        parser.error(f"unknown system(s) {unknown}; choose from {', '.join(KNOWN_SYSTEMS)}")
     if "spellfix" in systems and not args.model:
         parser.error("system 'spellfix' needs --model")
     sets = [s for s in args.sets.split(",") if s]
@@ -286,7 +313,10 @@ def main(argv: list[str] | None = None) -> int:
         for set_name, (rows, added) in data.items():
             print(f"[accuracy] {system_name} on {set_name} ({len(rows)} inputs) ...", file=sys.stderr, flush=True)
             result = run_one(system, rows, batch_size=args.batch_size, latency_sample=args.latency_sample)
-            entries.append({"name": system_name, "dataset": set_name, "identity_rows_added": added, "load_s": load_s, **result})
+            entries.append({
+                "name": system_name, "dataset": set_name, "identity_rows_added": added, "load_s": load_s,
+                "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "loadavg": os.getloadavg()[0], **result,
+            })
     report: dict[str, Any] = {
         "benchmark": "accuracy",
         "command": "python benchmarks/accuracy.py " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -302,9 +332,12 @@ def main(argv: list[str] | None = None) -> int:
         "loadavg_after": os.getloadavg(),
     }
     report["versions"] = _versions(systems)
+    json_path = args.output_dir / f"{args.name}.json"
+    if args.merge and json_path.exists():
+        report = merge_reports(json.loads(json_path.read_text(encoding="utf-8")), report)
 
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(args.output_dir / f"{args.name}.json", report)
+    write_json_atomic(json_path, report)
     md = render_markdown(report)
     tmp = args.output_dir / f".{args.name}.md.tmp"
     tmp.write_text(md, encoding="utf-8")

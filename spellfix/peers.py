@@ -59,14 +59,39 @@ class PySpellCheckerPeer:
         return out
 
 
+class CandidateTop1Baseline:
+    """Not a peer but our own floor: replace every word not in the dictionary by its first
+    dictionary candidate (spellfix.data.candidates ranking, with context), keep the rest.
+
+    It shows what the candidates alone give without a model choosing among them; a model that
+    sees the same candidates must beat it."""
+
+    name = "candidates-top1"
+
+    def __init__(self):
+        from spellfix.data.candidates import CandidateAnnotator, CandidatesConfig
+
+        self._annotator = CandidateAnnotator(CandidatesConfig(enabled=True, words="unknown"))
+
+    def correct(self, queries: list[str]) -> list[str]:
+        out = []
+        for query in queries:
+            words = query.split()
+            for item in self._annotator.word_candidates(query):
+                words[item.position] = item.candidates[0]
+            out.append(" ".join(words))
+        return out
+
+
 PEERS: dict[str, Callable[[], object]] = {
     SymSpellPeer.name: SymSpellPeer,
     PySpellCheckerPeer.name: PySpellCheckerPeer,
+    CandidateTop1Baseline.name: CandidateTop1Baseline,
 }
 
 
 def make_peer(name: str):
-    """A peer corrector by name (``symspell`` or ``pyspellchecker``)."""
+    """A peer corrector by name (``symspell``, ``pyspellchecker``, or the ``candidates-top1`` floor)."""
     try:
         factory = PEERS[name]
     except KeyError:

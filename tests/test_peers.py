@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from spellfix.peers import PySpellCheckerPeer, SymSpellPeer, make_peer
+from spellfix.peers import CandidateTop1Baseline, PySpellCheckerPeer, SymSpellPeer, make_peer
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -21,6 +21,11 @@ def test_symspell_fixes_an_obvious_misspelling_and_keeps_a_correct_query():
 def test_pyspellchecker_fixes_word_by_word_and_keeps_words_it_cannot_fix():
     peer = PySpellCheckerPeer()
     assert peer.correct(["recieve the musci", "qzxqzxqzx world"]) == ["receive the music", "qzxqzxqzx world"]
+
+
+def test_candidate_top1_baseline_replaces_unknown_words_and_keeps_known_ones():
+    baseline = CandidateTop1Baseline()
+    assert baseline.correct(["recieve the package", "kickstart my heart"]) == ["receive the package", "kickstart my heart"]
 
 
 def test_make_peer_rejects_an_unknown_name_listing_the_choices():
@@ -57,7 +62,7 @@ def test_accuracy_bench_runs_peers_on_a_ten_row_file(tmp_path):
     assert code == 0
     report = json.loads((out / "acc.json").read_text())
     got = {(e["name"], e["dataset"]) for e in report["entries"]}
-    assert got == {(p, s) for p in ("symspell", "pyspellchecker") for s in ("dev", "norvig1")}
+    assert got == {(p, s) for p in ("symspell", "pyspellchecker", "candidates-top1") for s in ("dev", "norvig1")}
     norvig = next(e for e in report["entries"] if e["name"] == "symspell" and e["dataset"] == "norvig1")
     assert norvig["identity_rows_added"] and norvig["n_correct"] == 10 and norvig["n_misspelled"] == 10
     assert norvig["exact_match_misspelled"] >= 0.5  # these are easy single edits
@@ -67,6 +72,13 @@ def test_accuracy_bench_runs_peers_on_a_ten_row_file(tmp_path):
     assert {"machine", "versions"} <= set(report)
     md = (out / "acc.md").read_text()
     assert "| symspell |" in md and "## norvig1" in md and "Bar to beat" in md
+
+    # --merge: re-running one system on one set keeps every other entry
+    bench.main(["--data-dir", str(data), "--sets", "norvig1", "--systems", "symspell", "--output-dir", str(out),
+                "--latency-sample", "3", "--name", "acc", "--merge"])
+    merged = json.loads((out / "acc.json").read_text())
+    assert sorted((e["name"], e["dataset"]) for e in merged["entries"]) == sorted(got)
+    assert next(e for e in merged["entries"] if (e["name"], e["dataset"]) == ("symspell", "norvig1"))["measured_at"]
 
 
 def test_accuracy_bench_needs_a_model_for_spellfix(tmp_path):
