@@ -2,14 +2,14 @@
 
 Why: a seq2seq corrector trained from scratch learns to copy long before it learns English spelling
 (STACK.md, last section). A frequency dictionary already knows which real words sit near a typo, so
-we look them up (SymSpell symmetric-delete lookups, microseconds per word) and append them to the
-encoder input. The model then only has to *pick* -- a candidate, or the word as typed -- which a
+we look them up (SymSpell symmetric-delete lookups: ~1 ms of CPU for a new word, microseconds once
+it is in the LRU cache) and append them to the encoder input. The model then only has to *pick* -- a candidate, or the word as typed -- which a
 small model learns quickly; bart-base takes the same text. The decoder target stays the plain
 corrected query, so nothing downstream changes.
 
 Format (plain text, so byte-level BPE and character vocabularies alike tokenize it)::
 
-    "beyonse halo | beyonse: beyonce beyond"
+    "kickstart my hart | hart: heart hard part hat art"
     "<query>[<separator><word><word_separator><candidate> <candidate> ...]*"
 
 Only some words get candidates (``CandidatesConfig.words``):
@@ -28,8 +28,9 @@ queries_dev this ranking puts the right word in the top 5 for 87% of non-word er
 own order: 82%) and for 62% of real-word errors, which SymSpell's lookup never flags -- measured
 by :func:`candidate_recall` (figures and sweeps in docs/quality.md).
 
-Pure Python + symspellpy: no torch, so the serving runtime can import it. Deterministic: ties are
-broken by the candidate's spelling, and the dictionary is read in file order.
+Pure Python + symspellpy: no torch, so the serving runtime can import it. Deterministic: the
+candidate pool is cut in our own total order (edits, frequency, spelling) and score ties are broken
+by spelling, so the output never depends on hash seeds or symspellpy's traversal order.
 """
 
 from __future__ import annotations
@@ -85,7 +86,11 @@ class CandidatesConfig:
     min_count: int = _help(
         "Dictionary words seen fewer times than this are treated as unknown.", default=0
     )
-    context: bool = _help("Rank candidates with the bigram context of the neighbouring words.", default=True)
+    context: bool = _help(
+        "Rank candidates with the bigram context of the neighbouring words (false also turns off "
+        "suspicious words, which are found by context).",
+        default=True,
+    )
     distance_penalty: float = _help("Score penalty (nats) per edit when ranking candidates.", default=8.0)
     first_letter_penalty: float = _help(
         "Extra penalty (nats) for a candidate whose first letter differs from the typed word's: "
@@ -188,8 +193,8 @@ class WordCandidates:
 class CandidateAnnotator:
     """Turns a query into the encoder input: the query plus dictionary candidates for some words.
 
-    >>> CandidateAnnotator(CandidatesConfig(enabled=True)).annotate("beyonse halo")  # doctest: +SKIP
-    'beyonse halo | beyonse: beyonce ...'
+    >>> CandidateAnnotator(CandidatesConfig(enabled=True)).annotate("kickstart my hart")  # doctest: +SKIP
+    'kickstart my hart | hart: heart hard part hat art'
     """
 
     def __init__(self, config: CandidatesConfig | None = None):
