@@ -102,3 +102,8 @@ def test_custom_dictionary_file_is_used(tmp_path):
 def test_candidates_module_imports_without_torch():
     code = "import sys, spellfix.data.candidates, spellfix.peers; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_one_edit_dictionary_caps_the_suspicious_search():
+    a = CandidateAnnotator(CandidatesConfig(enabled=True, max_edit_distance=1))
+    assert a.annotate("kickstart my hart").startswith("kickstart my hart | hart: heart")

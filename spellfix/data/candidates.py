@@ -75,7 +75,9 @@ class CandidatesConfig:
         default="unknown+suspicious",
     )
     suspicious_max_edit_distance: int = _help(
-        "Edit distance searched around known words for real-word errors.", default=2
+        "Edit distance searched around known words for real-word errors (capped at max_edit_distance; "
+        "0 turns suspicious words off).",
+        default=2,
     )
     suspicious_threshold: float = _help(
         "A known word is annotated when its best neighbour's score (context, minus the edit penalties) "
@@ -125,11 +127,8 @@ class CandidatesConfig:
             problems.append(f"max_per_word must be >= 1, got {self.max_per_word}")
         if self.max_edit_distance not in (1, 2, 3):
             problems.append(f"max_edit_distance must be 1, 2 or 3, got {self.max_edit_distance}")
-        if not 0 <= self.suspicious_max_edit_distance <= self.max_edit_distance:
-            problems.append(
-                f"suspicious_max_edit_distance must be in 0..max_edit_distance ({self.max_edit_distance}), "
-                f"got {self.suspicious_max_edit_distance}"
-            )
+        if self.suspicious_max_edit_distance < 0:
+            problems.append(f"suspicious_max_edit_distance must be >= 0, got {self.suspicious_max_edit_distance}")
         if self.words not in ("unknown", "unknown+suspicious", "all"):
             problems.append(f"words must be one of 'unknown', 'unknown+suspicious', 'all', got {self.words!r}")
         if not self.separator.strip() or not self.word_separator.strip():
@@ -237,7 +236,7 @@ class CandidateAnnotator:
             elif cfg.words == "all":
                 reason, max_distance = "all", cfg.max_edit_distance
             elif cfg.words == "unknown+suspicious" and self._use_context and cfg.suspicious_max_edit_distance > 0:
-                reason, max_distance = "suspicious", cfg.suspicious_max_edit_distance
+                reason, max_distance = "suspicious", min(cfg.suspicious_max_edit_distance, cfg.max_edit_distance)
             else:
                 continue
             neighbours = self._lookup(word, max_distance)
