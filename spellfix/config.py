@@ -99,8 +99,20 @@ class BatchingConfig:
     max_tokens: int | None = _help(
         "Token budget per device batch (padded source + target tokens); null: fixed batch size.", default=None
     )
-    num_workers: int = _help("DataLoader worker processes.", default=0)
-    pin_memory: bool = _help("Pin host memory for faster non-blocking copies (CUDA only).", default=True)
+    length_key: Literal["source+target", "source"] = _help(
+        "What length grouping sorts by: source+target (labels pad little too) or source only (what "
+        "transformers' group_by_length does; kept to measure the difference).",
+        default="source+target",
+    )
+    padding: Literal["dynamic", "max_length"] = _help(
+        "dynamic: pad each micro-batch to its own longest row; max_length: pad every batch to "
+        "data.max_source_length/max_target_length (the slow 'before').",
+        default="dynamic",
+    )
+    num_workers: int = _help("DataLoader worker processes (collation off the training thread).", default=0)
+    pin_memory: bool = _help(
+        "Pin host memory and copy batches with non_blocking=True (CUDA only; no effect on CPU).", default=True
+    )
 
 
 @dataclass
@@ -142,7 +154,30 @@ class TrainConfig:
         "Stop with an error after this many consecutive steps with a non-finite loss.", default=20
     )
     seed: int = _help("Seed for data order, noise and initialisation.", default=0)
-    compile: bool = _help("torch.compile the model.", default=False)
+    compile: bool = _help("torch.compile the model and its loss (dynamic shapes).", default=False)
+    loss: Literal["fused-head", "full-logits"] = _help(
+        "fused-head: LM head + cross-entropy only on real target positions, in chunks, never storing "
+        "full-vocabulary fp32 logits; full-logits: model(...).logits + F.cross_entropy (reference).",
+        default="fused-head",
+    )
+    bf16_weights: bool = _help(
+        "precision bf16 only: forward/backward on a bf16 copy of the model, fp32 master weights in the "
+        "optimizer (no autocast casts); false: bf16 autocast over fp32 weights.",
+        default=False,
+    )
+    attention: Literal["auto", "sdpa", "eager"] = _help(
+        "Attention kernel: auto keeps the model's default (sdpa); eager = plain matmul + softmax.",
+        default="auto",
+    )
+    host_sync: Literal["every_step", "log_steps"] = _help(
+        "every_step: read the loss on the host each step (skip non-finite steps there); log_steps: no "
+        "device->host sync between log steps (non-finite steps skipped on the device by fused AdamW, "
+        "counted and checked at log steps; ranks agree on SIGTERM at log steps).",
+        default="every_step",
+    )
+    ddp_no_sync: bool = _help(
+        "Skip the gradient all-reduce on all but the last micro-batch of a step (DDP no_sync).", default=True
+    )
     batching: BatchingConfig = _help("How examples become batches.", default_factory=BatchingConfig)
 
 

@@ -50,6 +50,7 @@ def plan_epoch(
     group_by_length: bool = True,
     pool_factor: int = 50,
     max_tokens: int | None = None,
+    length_key: str = "source+target",
 ) -> list[GlobalBatch]:
     """Deterministic list of global batches for one epoch (the last partial batch is dropped).
 
@@ -57,8 +58,11 @@ def plan_epoch(
     ``micro_batches_per_step`` equal micro-batches (sorted by length inside the batch so micro-batches
     pad little). Token-budget mode (``max_tokens``): micro-batches are filled greedily up to
     ``max_tokens`` padded (source + target) tokens, and every ``micro_batches_per_step`` consecutive
-    micro-batches form a step.
+    micro-batches form a step. ``length_key="source"`` sorts by source length only (as transformers'
+    ``group_by_length`` does), so targets pad more — kept to measure what the joint key buys.
     """
+    if length_key not in ("source+target", "source"):
+        raise ValueError(f"length_key must be 'source+target' or 'source', got {length_key!r}")
     n = len(source_lengths)
     if n != len(target_lengths):
         raise ValueError("source_lengths and target_lengths differ in length")
@@ -67,10 +71,15 @@ def plan_epoch(
             f"global batch {global_batch_size} is not divisible into {micro_batches_per_step} micro-batches"
         )
     order = _permutation(n, seed, epoch)
-    key = [(source_lengths[i], target_lengths[i]) for i in range(n)]
+    if length_key == "source":
+        key = [(source_lengths[i],) for i in range(n)]
+    else:
+        key = [(source_lengths[i], target_lengths[i]) for i in range(n)]
 
     if max_tokens is not None:
-        return _plan_token_budget(order, key, target_lengths, micro_batches_per_step, seed, epoch, group_by_length, pool_factor, max_tokens)
+        return _plan_token_budget(
+            order, key, source_lengths, target_lengths, micro_batches_per_step, seed, epoch, group_by_length, pool_factor, max_tokens
+        )
 
     micro = global_batch_size // micro_batches_per_step
     pool = global_batch_size * max(1, pool_factor) if group_by_length else global_batch_size
@@ -88,7 +97,7 @@ def plan_epoch(
     return _shuffled(batches, seed, epoch)
 
 
-def _plan_token_budget(order, key, target_lengths, per_step, seed, epoch, group_by_length, pool_factor, max_tokens):
+def _plan_token_budget(order, key, source_lengths, target_lengths, per_step, seed, epoch, group_by_length, pool_factor, max_tokens):
     pool = 4096 * max(1, pool_factor // 10) if group_by_length else len(order)
     micro_batches: list[tuple[int, ...]] = []
     for start in range(0, len(order), pool):
@@ -98,7 +107,7 @@ def _plan_token_budget(order, key, target_lengths, per_step, seed, epoch, group_
         current: list[int] = []
         long_src = long_tgt = 0
         for i in chunk:
-            s_len, t_len = key[i]
+            s_len, t_len = source_lengths[i], target_lengths[i]
             if s_len + t_len > max_tokens:
                 raise ValueError(f"an example of {s_len + t_len} tokens exceeds train.batching.max_tokens={max_tokens}")
             grown_src, grown_tgt = max(long_src, s_len), max(long_tgt, t_len)
@@ -147,16 +156,24 @@ class PairCollator:
     """Pads a micro-batch to its own longest row (dynamic padding) and builds decoder inputs.
 
     decoder_input_ids = ``</s> + labels[:-1]`` (BART's decoder_start_token_id = eos), labels padded
-    with -100 so padding never counts in the loss.
+    with -100 so padding never counts in the loss. ``label_positions`` holds the flat indices of the
+    real (non-pad) label positions, computed here on the host so the fused LM head can gather them
+    on the device without a host synchronisation (boolean-mask indexing would need one).
+
+    ``max_source_length``/``max_target_length`` given: every batch is padded to those fixed widths
+    instead (``train.batching.padding: max_length`` — the "before" of dynamic padding, and what
+    static-shape compilers want).
     """
 
-    def __init__(self, pad_id: int, decoder_start_id: int):
+    def __init__(self, pad_id: int, decoder_start_id: int, *, max_source_length: int | None = None,
+                 max_target_length: int | None = None):
         self.pad_id, self.start_id = pad_id, decoder_start_id
+        self.max_source_length, self.max_target_length = max_source_length, max_target_length
 
     def __call__(self, rows: list[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]:
         bsz = len(rows)
-        src_len = max(len(s) for s, _ in rows)
-        tgt_len = max(len(t) for _, t in rows)
+        src_len = self.max_source_length or max(len(s) for s, _ in rows)
+        tgt_len = self.max_target_length or max(len(t) for _, t in rows)
         input_ids = torch.full((bsz, src_len), self.pad_id, dtype=torch.long)
         attention_mask = torch.zeros((bsz, src_len), dtype=torch.long)
         decoder_input_ids = torch.full((bsz, tgt_len), self.pad_id, dtype=torch.long)
@@ -175,6 +192,7 @@ class PairCollator:
             "attention_mask": attention_mask,
             "decoder_input_ids": decoder_input_ids,
             "labels": labels,
+            "label_positions": (labels.view(-1) != -100).nonzero().view(-1),
             "n_tokens": torch.tensor(n_src + n_tgt),
         }
 

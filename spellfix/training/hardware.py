@@ -58,18 +58,33 @@ def check_cuda_arch(arch_list: tuple[str, ...] | list[str], capability: tuple[in
 
 
 def bf16_supported(device_type: str, capability: tuple[int, int] | None) -> bool:
+    """bf16 tensor cores from Ampere (sm_80) on; on CPU, torch runs bf16 everywhere (fast or not)."""
     if device_type == "cuda":
         return capability is not None and capability >= (8, 0)
     return device_type == "cpu"
 
 
-def resolve_precision(requested: str, device_type: str, capability: tuple[int, int] | None) -> str:
+def cpu_has_fast_bf16() -> bool:
+    """Whether oneDNN has native bf16 kernels here (AVX512-BF16 or AMX). Without them bf16 matmuls
+    are emulated and slower than fp32, so ``auto`` picks fp32 on such CPUs."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # build without oneDNN
+        return False
+
+
+def resolve_precision(requested: str, device_type: str, capability: tuple[int, int] | None,
+                      *, cpu_fast_bf16: bool | None = None) -> str:
     """Map ``auto|fp32|fp16|bf16`` to what runs: bf16 where the hardware has it, fp16 + loss scaling
-    on pre-Ampere GPUs (V100), and on CPU bf16 autocast as the twin of GPU mixed precision."""
+    on pre-Ampere GPUs (V100), and on CPU bf16 autocast as the twin of GPU mixed precision (fp32
+    on CPUs without native bf16, where it would be slower; ``cpu_fast_bf16`` overrides the probe)."""
+    if requested not in ("auto", "fp32", "fp16", "bf16"):
+        raise ValueError(f"train.precision={requested!r}; expected one of auto, fp32, fp16, bf16")
     if requested == "auto":
         if device_type == "cuda":
             return "bf16" if bf16_supported(device_type, capability) else "fp16"
-        return "bf16"
+        fast = cpu_has_fast_bf16() if cpu_fast_bf16 is None else cpu_fast_bf16
+        return "bf16" if fast else "fp32"
     if requested == "bf16" and not bf16_supported(device_type, capability):
         raise HardwareError(
             f"train.precision=bf16 but this GPU (compute capability {capability[0]}.{capability[1]}) has no bf16; "

@@ -4,6 +4,14 @@ setup (hardware checks, tokenizer, data, model, optimizer) → resume → loop o
 batches (micro-batches with no_sync, autocast, loss normalised by the global batch's target tokens)
 → log / evaluate / checkpoint at their cadences → final model. accelerate does device placement,
 DDP and mixed precision; the loop itself stays plain PyTorch (Fabric-style "keep your own loop").
+
+Throughput options are small named pieces, each switchable from the recipe (docs/training.md has
+their measured effect): length grouping / dynamic padding / token budgets (``train.batching``,
+spellfix.data.batching), the fused LM head + loss (``train.loss``, spellfix.training.loss), bf16
+compute weights with fp32 masters (``train.bf16_weights``, spellfix.training.precision), fused
+AdamW (``train.fused_adamw``), ``train.compile``, ``train.attention``, DataLoader workers + pinned
+memory + non-blocking copies, no host sync between log steps (``train.host_sync``,
+spellfix.training.nonfinite) and ``no_sync`` during accumulation (``train.ddp_no_sync``).
 """
 
 from __future__ import annotations
@@ -18,11 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from spellfix.config import Recipe, load_recipe, recipe_to_yaml, save_recipe
+from spellfix.config import Recipe, TrainConfig, load_recipe, recipe_to_yaml, save_recipe
 from spellfix.data.batching import MicroBatchSampler, PairCollator, padding_ratio, plan_epoch
 from spellfix.data.pipeline import SourceFormatter, load_dev_rows, load_training_pairs
 from spellfix.data.tokenization import TokenizedPairs, tokenize_pairs
@@ -39,17 +46,19 @@ from spellfix.modeling import (
     train_byte_bpe_tokenizer,
 )
 from spellfix.training import checkpoint as ckpt
-from spellfix.training.hardware import check_hardware
+from spellfix.training.hardware import Hardware, HardwareError, check_hardware
+from spellfix.training.loss import Seq2SeqLoss
+from spellfix.training.nonfinite import NonFiniteGuard, NonFiniteLossError, supports_found_inf
 from spellfix.training.optim import build_optimizer, build_scheduler, scaled_lr
+from spellfix.training.precision import Bf16ComputeCopy
 from spellfix.training.signals import Preempted, StopFlag
 
 log = logging.getLogger(__name__)
 
 ACCELERATE_PRECISION = {"fp32": "no", "fp16": "fp16", "bf16": "bf16"}
+AUTOCAST_DTYPE = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
-
-class NonFiniteLossError(RuntimeError):
-    """Training produced non-finite losses for too many consecutive steps."""
+__all__ = ["NonFiniteLossError", "TrainResult", "train"]
 
 
 @dataclass
@@ -75,6 +84,8 @@ def train(
 
     ``resume``: ``auto`` continues from the newest complete checkpoint if there is one, ``never``
     starts fresh, or a checkpoint path. Raises :class:`Preempted` after saving on SIGTERM.
+    Runs the same under ``accelerate launch`` / ``torchrun`` with N processes: the global batch
+    stays ``train.global_batch_size``; only rank 0 writes logs, checkpoints and models.
     """
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
@@ -85,7 +96,11 @@ def train(
 
     # ---- setup: hardware, processes, precision --------------------------------------------
     hardware, precision = check_hardware(t.precision)
-    accelerator = Accelerator(mixed_precision=ACCELERATE_PRECISION[precision], cpu=hardware.device_type == "cpu")
+    check_throughput_options(t, precision)
+    # bf16_weights: the model itself runs in bf16, so no autocast (accelerate "no").
+    accelerator = Accelerator(
+        mixed_precision="no" if t.bf16_weights else ACCELERATE_PRECISION[precision], cpu=hardware.device_type == "cpu"
+    )
     rank, world = accelerator.process_index, accelerator.num_processes
     main = accelerator.is_main_process
     per_device = t.per_device_batch_size or t.global_batch_size // world
@@ -100,8 +115,9 @@ def train(
         out.mkdir(parents=True, exist_ok=True)
         save_recipe(recipe, out / "recipe.yaml")
         log.info(
-            "spellfix: %s on %s (%s), %d process(es), precision %s, global batch %d = %d per device x %d accumulation x %d",
-            recipe.name, hardware.name, hardware.device_type, world, precision, t.global_batch_size, per_device, accum, world,
+            "spellfix: %s on %s (%s), %d process(es), precision %s%s, global batch %d = %d per device x %d accumulation x %d",
+            recipe.name, hardware.name, hardware.device_type, world, precision, " (bf16 weights)" if t.bf16_weights else "",
+            t.global_batch_size, per_device, accum, world,
         )
 
     # ---- data and tokenizer -----------------------------------------------------------------
@@ -131,6 +147,7 @@ def train(
             group_by_length=t.batching.group_by_length,
             pool_factor=t.batching.pool_factor,
             max_tokens=t.batching.max_tokens,
+            length_key=t.batching.length_key,
         )
 
     first_plan = plan(0)
@@ -145,14 +162,28 @@ def train(
         )
 
     # ---- model, optimizer, schedule ---------------------------------------------------------
+    # `model` (fp32) is the master: the optimizer updates it, checkpoints save it, evaluation runs
+    # it. Forward/backward run through `step_module` = model (or its bf16 copy) + the loss.
+    set_attention(model, t.attention)
+    model.to(accelerator.device)
+    bf16_copy = Bf16ComputeCopy(model) if t.bf16_weights else None
+    step_module = Seq2SeqLoss(bf16_copy.compute if bf16_copy else model, t.loss, t.label_smoothing)
     optimizer = build_optimizer(model, t, hardware.device_type)
     scheduler = build_scheduler(optimizer, t, total_steps)
-    model, optimizer = accelerator.prepare(model, optimizer)
+    step_module, optimizer = accelerator.prepare(step_module, optimizer)
     if t.compile:
-        model = torch.compile(model)
+        step_module = torch.compile(step_module, dynamic=True)
     scaler = getattr(accelerator, "scaler", None)
-    unwrapped = accelerator.unwrap_model(model)
-    collator = PairCollator(pad_id=tokenizer.pad_token_id, decoder_start_id=EOS_ID)
+    unwrapped = model
+    padding = t.batching.padding == "max_length"
+    collator = PairCollator(
+        pad_id=tokenizer.pad_token_id, decoder_start_id=EOS_ID,
+        max_source_length=recipe.data.max_source_length if padding else None,
+        max_target_length=recipe.data.max_target_length if padding else None,
+    )
+    pinned = t.batching.pin_memory and hardware.device_type == "cuda"
+    if t.host_sync == "log_steps" and scaler is None and not supports_found_inf(optimizer):
+        raise ValueError("train.host_sync=log_steps skips non-finite steps inside fused AdamW: set train.fused_adamw to auto or on")
 
     state = ckpt.TrainerState()
     start = _resume_point(resume, ckpt_dir)
@@ -160,6 +191,8 @@ def train(
         state = ckpt.load_checkpoint(start, model=unwrapped, optimizer=optimizer, scheduler=scheduler, scaler=scaler, rank=rank)
         if main:
             log.info("spellfix: resumed from %s at step %d (epoch %d)", start, state.step, state.epoch)
+    if bf16_copy:
+        bf16_copy.weights_to_compute()
 
     from spellfix.telemetry import RunLogger, ThroughputMeter, peak_flops_for, train_flops_per_token
 
@@ -174,14 +207,15 @@ def train(
     peak = peak_flops_for(hardware.device_type, precision, hardware.name)
     meter = ThroughputMeter(flops_per_token=train_flops_per_token(count_parameters(unwrapped)) / 2, peak_flops=peak)
     # /2: in an encoder-decoder each token runs through one half of the parameters (encoder or decoder).
+    guard = NonFiniteGuard(
+        t.host_sync, t.max_nonfinite_steps, accelerator.device,
+        hint=lambda: f"lower train.lr (now {scaled_lr(t):.3g}), raise train.warmup_steps, or use bf16/fp32 instead of fp16",
+    )
 
     # ---- the loop ---------------------------------------------------------------------------
     recipe_yaml = recipe_to_yaml(recipe)
     started = time.time() - state.elapsed_s
     bar = tqdm(total=total_steps, initial=state.step, disable=not (main and progress), desc="train", unit="step", dynamic_ncols=True)
-    window_loss = torch.zeros((), device=accelerator.device)
-    window_tokens = 0
-    nonfinite = 0
     best_dir = out / "best" if (out / "best").exists() else None
     last_eval: dict[str, Any] = {}
     stop_reason = "max_steps"
@@ -197,7 +231,11 @@ def train(
             log.info("spellfix: saved checkpoint %s%s", path, tag)
         return path
 
-    model.train()
+    def evaluate() -> tuple[dict[str, Any], bool]:
+        with _eval_autocast(hardware, precision):
+            return _evaluate_and_track(recipe, unwrapped, tokenizer, formatter, dev_rows, state, run_log, accelerator)
+
+    step_module.train()
     with StopFlag() as stop, run_log:
         while state.step < total_steps:
             epoch_plan = first_plan if state.epoch == 0 else plan(state.epoch)
@@ -206,48 +244,37 @@ def train(
                 batch_sampler=MicroBatchSampler(epoch_plan, rank, world, state.step_in_epoch),
                 collate_fn=collator,
                 num_workers=t.batching.num_workers,
-                pin_memory=t.batching.pin_memory and hardware.device_type == "cuda",
+                pin_memory=pinned,
                 persistent_workers=False,
             )
             batches = iter(loader)
             for global_batch in epoch_plan[state.step_in_epoch :]:
                 meter.step_begin()
-                micro = [_to_device(next(batches), accelerator.device) for _ in range(len(range(rank, len(global_batch.micro_batches), world)))]
+                n_local = len(range(rank, len(global_batch.micro_batches), world))
+                micro = [_to_device(next(batches), accelerator.device, non_blocking=pinned) for _ in range(n_local)]
                 meter.data_ready()
+
+                # forward/backward over this rank's micro-batches; all-reduce on the last one only
                 step_loss = torch.zeros((), device=accelerator.device)
                 for k, batch in enumerate(micro):
-                    sync_ctx = accelerator.no_sync(model) if k < len(micro) - 1 else contextlib.nullcontext()
-                    with sync_ctx:
-                        with accelerator.autocast():
-                            logits = model(
-                                input_ids=batch["input_ids"],
-                                attention_mask=batch["attention_mask"],
-                                decoder_input_ids=batch["decoder_input_ids"],
-                            ).logits
-                        loss_sum = F.cross_entropy(
-                            logits.float().view(-1, logits.size(-1)), batch["labels"].view(-1),
-                            ignore_index=-100, reduction="sum", label_smoothing=t.label_smoothing,
-                        )
+                    with _grad_sync(accelerator, step_module, last=k == len(micro) - 1, enabled=t.ddp_no_sync):
+                        loss_sum = step_module(**batch)
                         # Normalise by the whole global batch's target tokens (x world: DDP averages
                         # gradients over ranks) so the gradient is the same for any world size.
                         accelerator.backward(loss_sum * (world / global_batch.target_tokens))
                     step_loss += loss_sum.detach()
+
+                # optimizer step on the fp32 master weights, skipped on every rank alike if the
+                # global loss is not finite (a scalar all-reduce: no host sync with NCCL)
+                if world > 1:
+                    step_loss = accelerator.reduce(step_loss, reduction="sum")
+                if bf16_copy:
+                    bf16_copy.grads_to_master()
                 if t.grad_clip:
-                    accelerator.clip_grad_norm_(model.parameters(), t.grad_clip)
-                if not torch.isfinite(step_loss).item():  # one host sync per optimizer step
-                    nonfinite += 1
-                    optimizer.zero_grad(set_to_none=True)
-                    if nonfinite >= t.max_nonfinite_steps:
-                        raise NonFiniteLossError(
-                            f"loss was not finite for {nonfinite} consecutive steps (last at step {state.step}); "
-                            f"lower train.lr (now {scaled_lr(t):.3g}), raise train.warmup_steps, or use bf16/fp32 "
-                            "instead of fp16"
-                        )
-                else:
-                    nonfinite = 0
-                    optimizer.step()
-                    window_loss += step_loss
-                    window_tokens += global_batch.target_tokens
+                    accelerator.clip_grad_norm_(unwrapped.parameters(), t.grad_clip)
+                guard.step(optimizer, step_loss, global_batch.target_tokens, has_scaler=scaler is not None, step=state.step)
+                if bf16_copy:
+                    bf16_copy.weights_to_compute()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 state.step += 1
@@ -256,16 +283,16 @@ def train(
                 meter.step_end(samples=global_batch.size, tokens=global_batch.target_tokens + sum(src_lens[i] for m in global_batch.micro_batches for i in m))
                 bar.update(1)
 
-                if state.step % t.log_every == 0 or state.step == total_steps:
-                    row = _log_step(run_log, state, window_loss, window_tokens, scheduler, meter, accelerator, bar)
-                    window_loss.zero_()
-                    window_tokens = 0
-                if _stop_requested(stop, accelerator):
+                log_step = state.step % t.log_every == 0 or state.step == total_steps
+                if log_step:
+                    guard.check(state.step)
+                    _log_step(run_log, state, guard, scheduler, meter, accelerator, bar)
+                if _stop_requested(stop, accelerator, collective=log_step or t.host_sync == "every_step"):
                     path = save(" (SIGTERM)")
                     bar.close()
                     raise Preempted(str(path))
                 if t.eval_every and state.step % t.eval_every == 0 and state.step < total_steps:
-                    last_eval, improved = _evaluate_and_track(recipe, unwrapped, tokenizer, formatter, dev_rows, state, run_log, accelerator)
+                    last_eval, improved = evaluate()
                     if improved and main:
                         best_dir = _save_model(unwrapped, tokenizer, recipe, formatter, out / "best", last_eval)
                     if t.early_stopping_patience and state.evals_without_improvement >= t.early_stopping_patience:
@@ -284,7 +311,7 @@ def train(
 
         bar.close()
         save(f" (final, {stop_reason})")
-        last_eval, improved = _evaluate_and_track(recipe, unwrapped, tokenizer, formatter, dev_rows, state, run_log, accelerator)
+        last_eval, improved = evaluate()
         final_dir = None
         if main:
             if improved:
@@ -295,6 +322,40 @@ def train(
     if main:
         log.info("spellfix: done in %.1f min (%s); final model in %s", elapsed / 60, stop_reason, final_dir)
     return TrainResult(out, final_dir, best_dir, last_eval, state.step, elapsed)
+
+
+# ------------------------------------------------------------------------------- option pieces
+
+
+def check_throughput_options(t: TrainConfig, precision: str) -> None:
+    """Reject option combinations that cannot work, naming the recipe keys to change."""
+    if t.bf16_weights and precision != "bf16":
+        raise HardwareError(
+            f"train.bf16_weights=true needs bf16 (train.precision resolved to {precision}); on GPUs without bf16 "
+            "(V100) use fp16 autocast: set train.bf16_weights=false"
+        )
+    if t.host_sync == "log_steps" and t.fused_adamw == "off":
+        raise ValueError("train.host_sync=log_steps skips non-finite steps inside fused AdamW: set train.fused_adamw to auto or on")
+
+
+def set_attention(model: torch.nn.Module, kind: str) -> None:
+    """``train.attention``: keep the model's attention kernel (auto) or pick sdpa/eager."""
+    if kind != "auto":
+        model.set_attn_implementation(kind)
+
+
+def _grad_sync(accelerator: Accelerator, module: torch.nn.Module, *, last: bool, enabled: bool):
+    """``train.ddp_no_sync``: no gradient all-reduce on non-final micro-batches of a step."""
+    if last or not enabled:
+        return contextlib.nullcontext()
+    return accelerator.no_sync(module)
+
+
+def _eval_autocast(hardware: Hardware, precision: str):
+    """Evaluation generates with the fp32 master under the training precision's autocast."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(hardware.device_type, dtype=AUTOCAST_DTYPE[precision])
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -337,20 +398,28 @@ def _resume_point(resume: str, ckpt_dir: Path) -> Path | None:
     return path
 
 
-def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+def _to_device(batch: dict[str, torch.Tensor], device: torch.device, non_blocking: bool) -> dict[str, torch.Tensor]:
+    """Host -> device copy; non_blocking only from pinned memory (else it is synchronous anyway)."""
+    return {k: v.to(device, non_blocking=non_blocking) for k, v in batch.items()}
 
 
-def _stop_requested(stop: StopFlag, accelerator: Accelerator) -> bool:
-    """All ranks must agree to stop at the same step, or the checkpoint's collectives would hang."""
+def _stop_requested(stop: StopFlag, accelerator: Accelerator, collective: bool) -> bool:
+    """All ranks must agree to stop at the same step, or the checkpoint's collectives would hang.
+
+    The agreement is a collective + host sync, so with ``host_sync=log_steps`` it runs at log steps
+    only (``collective=False`` elsewhere); one process needs no agreement.
+    """
     if accelerator.num_processes == 1:
         return stop.requested
+    if not collective:
+        return False
     flag = torch.tensor([1.0 if stop.requested else 0.0], device=accelerator.device)
     return bool(accelerator.reduce(flag, reduction="sum").item() > 0)
 
 
-def _log_step(run_log, state, window_loss, window_tokens, scheduler, meter, accelerator, bar) -> dict:
-    loss = accelerator.reduce(window_loss.clone(), reduction="sum").item() / max(1, window_tokens)
+def _log_step(run_log, state, guard: NonFiniteGuard, scheduler, meter, accelerator, bar) -> dict:
+    window_loss, window_tokens = guard.pop_window()  # global sums, the same on every rank
+    loss = window_loss.item() / max(1.0, window_tokens.item())
     metrics = {"loss": loss, "lr": scheduler.get_last_lr()[0], "epoch": state.epoch, **meter.pop()}
     bar.set_postfix(loss=f"{loss:.3f}", sps=f"{metrics.get('samples_per_s', 0):.1f}")
     return run_log.log(state.step, metrics)

@@ -1,0 +1,148 @@
+"""The training loss of a seq2seq model, in two interchangeable forms (``train.loss``).
+
+``full-logits``: what ``model(...).logits`` + ``F.cross_entropy`` does — materialise the logits of
+*every* decoder position (padding included) over the whole vocabulary, upcast them to fp32, then
+log-softmax, and keep all of it alive for the backward pass. For bart-base (50,265 tokens) at batch
+256 that is hundreds of MB of fp32 traffic per step, most of it for a handful of label tokens.
+
+``fused-head``: run the model body only (encoder + decoder, no LM head), keep the decoder states of
+the *non-pad target positions*, and compute LM head + cross-entropy in row chunks whose gradient is
+produced on the spot (the "fused linear cross-entropy" of Liger-Kernel, here in plain PyTorch): no
+full-vocabulary logits tensor ever exists, nothing of size ``tokens x vocab`` is saved for backward,
+and padded positions cost nothing. Same value and gradient as ``full-logits`` up to float rounding
+(tests/test_throughput_options.py checks both).
+
+Both return the *sum* of per-token losses; the loop divides by the global batch's target tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+LossKind = Literal["full-logits", "fused-head"]
+
+#: Logit elements per chunk of the fused head (rows x vocab): 2^25 fp32 logits = 128 MB, ~670 rows of
+#: bart-base. Bigger chunks mean fewer weight-gradient accumulations, smaller ones less memory.
+CHUNK_ELEMENTS = 1 << 25
+
+
+class _FusedLinearCrossEntropy(torch.autograd.Function):
+    """sum_i CE(h_i @ W^T + b, y_i) with label smoothing; gradients computed in the forward pass.
+
+    The loss is a scalar and the only consumer of its inputs, so d(loss)/dh and d(loss)/dW can be
+    formed chunk by chunk while the chunk's logits are still in cache, and merely scaled by the
+    incoming gradient in ``backward``. Logits are formed in the dtype of ``hidden`` (bf16 under
+    mixed precision) and reduced in fp32.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, labels: torch.Tensor,
+                smoothing: float, chunk_rows: int) -> torch.Tensor:
+        vocab = weight.size(0)
+        w = weight.detach().to(hidden.dtype)
+        hidden = hidden.detach()
+        grad_hidden = torch.empty_like(hidden)
+        grad_weight: torch.Tensor | None = None
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        for start in range(0, hidden.size(0), chunk_rows):
+            h = hidden[start : start + chunk_rows]
+            y = labels[start : start + chunk_rows, None]
+            logits = torch.mm(h, w.t()).float()
+            if bias is not None:
+                logits += bias.float()
+            lse = torch.logsumexp(logits, dim=-1, keepdim=True)
+            nll = lse - logits.gather(1, y)
+            if smoothing:
+                nll = (1 - smoothing) * nll + smoothing * (lse - logits.mean(dim=-1, keepdim=True))
+            total += nll.sum()
+            # d loss / d logits = softmax - (1 - eps) * onehot(y) - eps / V, formed in place
+            grad = logits.sub_(lse).exp_()
+            if smoothing:
+                grad.sub_(smoothing / vocab)
+            grad.scatter_add_(1, y, torch.full(y.shape, -(1.0 - smoothing), dtype=grad.dtype, device=grad.device))
+            grad = grad.to(hidden.dtype)
+            grad_hidden[start : start + chunk_rows] = torch.mm(grad, w)
+            if weight.requires_grad:
+                part = torch.mm(grad.t(), h)
+                if grad_weight is None:
+                    grad_weight = part
+                else:  # several chunks: accumulate in fp32
+                    grad_weight = grad_weight.float() if grad_weight.dtype != torch.float32 else grad_weight
+                    grad_weight.add_(part)
+        ctx.save_for_backward(grad_hidden, grad_weight if grad_weight is not None else torch.empty(0))
+        ctx.has_grad_weight = grad_weight is not None
+        ctx.weight_dtype = weight.dtype
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        grad_hidden, grad_weight = ctx.saved_tensors
+        gh = grad_hidden * grad_output.to(grad_hidden.dtype)
+        gw = (grad_weight * grad_output).to(ctx.weight_dtype) if ctx.has_grad_weight else None
+        return gh, gw, None, None, None, None
+
+
+def fused_linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, *,
+                               bias: torch.Tensor | None = None, label_smoothing: float = 0.0,
+                               chunk_rows: int | None = None) -> torch.Tensor:
+    """Summed cross-entropy of ``hidden @ weight.T (+ bias)`` against ``labels`` (rows = tokens).
+
+    ``hidden``: [N, d] (real target positions only), ``weight``: [V, d], ``labels``: [N] in [0, V).
+    Under autocast the head runs in the autocast dtype, as ``nn.Linear`` would.
+    """
+    if hidden.dim() != 2 or labels.shape != hidden.shape[:1]:
+        raise ValueError(f"hidden must be [N, d] and labels [N], got {tuple(hidden.shape)} and {tuple(labels.shape)}")
+    device_type = hidden.device.type
+    if torch.is_autocast_enabled(device_type):
+        hidden = hidden.to(torch.get_autocast_dtype(device_type))
+    rows = chunk_rows or max(1, CHUNK_ELEMENTS // weight.size(0))
+    with torch.autocast(device_type, enabled=False):
+        return _FusedLinearCrossEntropy.apply(hidden, weight, bias, labels, float(label_smoothing), rows)
+
+
+class Seq2SeqLoss(torch.nn.Module):
+    """``forward(batch) -> summed token loss``: the model and its loss as one module.
+
+    Wrapping the loss together with the model lets DDP and ``torch.compile`` see the whole step
+    (the fused head must run inside the DDP-wrapped forward for its weight gradient to be
+    all-reduced). ``fused-head`` needs the BART layout (``model.model`` body, tied ``lm_head``,
+    ``final_logits_bias``) shared by Bart/MBart — the architectures spellfix builds and loads.
+    """
+
+    def __init__(self, model: torch.nn.Module, kind: LossKind = "fused-head", label_smoothing: float = 0.0):
+        super().__init__()
+        if kind == "fused-head" and not _has_bart_head(model):
+            raise ValueError(
+                f"train.loss=fused-head needs a BART-style model (body + lm_head + final_logits_bias); "
+                f"{type(model).__name__} is not one: set train.loss=full-logits"
+            )
+        self.model, self.kind, self.label_smoothing = model, kind, float(label_smoothing)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, decoder_input_ids: torch.Tensor,
+                labels: torch.Tensor, label_positions: torch.Tensor | None = None, **_: torch.Tensor) -> torch.Tensor:
+        """Summed loss over real label tokens. ``label_positions`` (flat indices of labels != -100,
+        from :class:`~spellfix.data.batching.PairCollator`) avoids a device->host sync."""
+        if self.kind == "full-logits":
+            logits = self.model(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids).logits
+            return F.cross_entropy(
+                logits.float().view(-1, logits.size(-1)), labels.view(-1),
+                ignore_index=-100, reduction="sum", label_smoothing=self.label_smoothing,
+            )
+        hidden = self.model.model(
+            input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids, use_cache=False,
+        ).last_hidden_state
+        if label_positions is None:
+            label_positions = (labels.view(-1) != -100).nonzero().view(-1)
+        return fused_linear_cross_entropy(
+            hidden.reshape(-1, hidden.size(-1)).index_select(0, label_positions),
+            self.model.lm_head.weight,
+            labels.view(-1).index_select(0, label_positions),
+            bias=self.model.final_logits_bias[0], label_smoothing=self.label_smoothing,
+        )
+
+
+def _has_bart_head(model: torch.nn.Module) -> bool:
+    return all(hasattr(model, a) for a in ("model", "lm_head", "final_logits_bias")) and getattr(model.lm_head, "bias", None) is None
