@@ -176,6 +176,10 @@ def test_a_bad_request_in_a_dynamic_batch_does_not_fail_its_neighbours(http, ref
     assert outcomes == [good[0], None, good[1], None, good[2]]
 
 
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # how a shell starts a background job (`spellfix serve &`)
+
+
 def test_spellfix_serve_starts_on_loopback_and_stops_cleanly_on_ctrl_c(export_dir, tmp_path):
     from spellfix.serving.server import free_ports
 
@@ -183,7 +187,9 @@ def test_spellfix_serve_starts_on_loopback_and_stops_cleanly_on_ctrl_c(export_di
     (port,) = free_ports(1)
     command = [sys.executable, "-m", "spellfix.cli", "serve", "--model-repository", str(export_dir / "triton"), "--port", str(port)]
     env = {**os.environ, "SPELLFIX_TRITON_ENV": str(env_dir)}
-    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=_ignore_sigint
+    )
     server_pid = None
     try:
         line = _read_line(proc, timeout=120)
@@ -193,7 +199,7 @@ def test_spellfix_serve_starts_on_loopback_and_stops_cleanly_on_ctrl_c(export_di
         client = httpclient.InferenceServerClient(f"127.0.0.1:{port}")
         assert client.is_model_ready(MODEL)
         client.close()
-        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C (or `kill -INT` on a background job) sends
         assert proc.wait(timeout=60) == 0, proc.stderr.read()
         assert not process_group_alive_after(server_pid)
     finally:

@@ -34,6 +34,7 @@ PARAMETER_DEFAULTS: dict[str, str] = {
     "on_overlong": "error",  # error | truncate (over max_source_length tokens)
     "max_query_bytes": "1024",  # cheap guard before tokenization
     "intra_op_threads": "0",  # onnxruntime threads per instance; 0 = usable cores / CPU instances
+    "thread_spinning": "1",  # onnxruntime intra-op threads busy-wait between ops (1) or sleep (0)
 }
 
 
@@ -50,6 +51,7 @@ class ModelParameters:
     on_overlong: str
     max_query_bytes: int
     intra_op_threads: int
+    thread_spinning: bool
 
     @classmethod
     def parse(cls, parameters: Mapping[str, str], base_dir: Path) -> "ModelParameters":
@@ -76,6 +78,7 @@ class ModelParameters:
             on_overlong=values["on_overlong"],
             max_query_bytes=integer("max_query_bytes", 1),
             intra_op_threads=integer("intra_op_threads", 0),
+            thread_spinning=bool(integer("thread_spinning", 0)),
         )
 
 
@@ -100,6 +103,7 @@ def load_corrector(
     options: dict[str, Any] = {}
     if params.backend == "onnxruntime":
         options["intra_op_num_threads"] = params.intra_op_threads or max(1, usable_cores() // max(1, cpu_instances))
+        options["session_options"] = {"config:session.intra_op.allow_spinning": "1" if params.thread_spinning else "0"}
         if instance_kind.upper() == "CPU":
             options["providers"] = ["CPUExecutionProvider"]
     elif params.backend == "tensorrt":

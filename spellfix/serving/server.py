@@ -20,6 +20,7 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -40,6 +41,7 @@ LOOPBACK = "127.0.0.1"
 DEFAULT_READY_TIMEOUT_S = 180.0
 DEFAULT_STOP_TIMEOUT_S = 20.0
 LOG_TAIL_LINES = 25
+EXTRA_ARGS_VARIABLE = "SPELLFIX_TRITON_ARGS"  # extra tritonserver arguments for `spellfix serve`
 
 
 class ServerError(RuntimeError):
@@ -88,7 +90,8 @@ class TritonServer:
         self.model_repository = Path(model_repository).absolute()
         if not self.model_repository.is_dir():
             raise FileNotFoundError(f"{model_repository}: model repository not found; write one with `spellfix export --format triton`")
-        if not any((p / "config.pbtxt").is_file() for p in self.model_repository.iterdir()):
+        explicit = any(a.startswith("--model-control-mode") for a in extra_args)  # models loaded later via the API
+        if not explicit and not any((p / "config.pbtxt").is_file() for p in self.model_repository.iterdir()):
             raise FileNotFoundError(f"{model_repository}: no <model>/config.pbtxt inside; is this a Triton model repository?")
         self.host = host
         self.http_port = http_port
@@ -150,7 +153,7 @@ class TritonServer:
                 env=self.install.environment(),
                 start_new_session=True,  # own process group: stop() reaches the stub processes too
             )
-        log.info("started tritonserver pid %d (log %s)", self.process.pid, self.log_path)
+        log.debug("started tritonserver pid %d (log %s)", self.process.pid, self.log_path)
         return self
 
     def is_running(self) -> bool:
@@ -230,8 +233,9 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
 def run(args: argparse.Namespace) -> int:
     """``spellfix serve --model-repository D [--port P] [--host H]``: serve until Ctrl-C or SIGTERM.
 
-    Optional attributes (``--triton-env``, ``--tritonserver``, ``--ready-timeout``, ``--log-file``)
-    fall back to ``$SPELLFIX_TRITON_ENV`` / ``$SPELLFIX_TRITONSERVER`` and the defaults.
+    Optional attributes (``--triton-env``, ``--tritonserver``, ``--ready-timeout``, ``--log-file``,
+    ``--triton-args``) fall back to ``$SPELLFIX_TRITON_ENV`` / ``$SPELLFIX_TRITONSERVER`` /
+    ``$SPELLFIX_TRITON_ARGS`` and the defaults.
     Returns 0 after a clean stop, 1 when the server died on its own, 2 on a start-up error.
     """
     host = getattr(args, "host", None) or LOOPBACK
@@ -245,11 +249,14 @@ def run(args: argparse.Namespace) -> int:
             host=host,
             http_port=int(getattr(args, "port", None) or 8000),
             log_path=getattr(args, "log_file", None),
+            extra_args=shlex.split(getattr(args, "triton_args", None) or os.environ.get(EXTRA_ARGS_VARIABLE, "")),
         )
     except (TritonEnvError, FileNotFoundError) as exc:
         print(f"spellfix: error: {exc}", file=sys.stderr)
         return 2
-    previous = signal.signal(signal.SIGTERM, _raise_stop)
+    # Our own handlers for both: a shell starts background jobs with SIGINT ignored, and Python keeps
+    # an inherited "ignore" — `kill -INT` must still stop the server cleanly.
+    previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         server.start()
         print(f"starting tritonserver (pid {server.pid}, log {server.log_path}) ...", file=sys.stderr, flush=True)
@@ -269,4 +276,5 @@ def run(args: argparse.Namespace) -> int:
         return 0
     finally:
         server.stop()
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
