@@ -206,3 +206,38 @@ def test_batch_corrector_rejects_overlong_and_oversized_queries_per_request(corr
     assert results[1] == corrector.correct(["rock song"])
     (result,) = BatchCorrector(corrector, max_query_bytes=64).correct_requests([["rock " * 30]])
     assert isinstance(result, RequestError) and "query 0 is 150 bytes long; the limit is 64 bytes" in str(result)
+
+
+def _engine_only_export(root: Path, max_rows: int) -> Path:
+    """An export dir as the GPU host has it after building engines (the writer copies, never parses, them)."""
+    (root / "tensorrt").mkdir(parents=True)
+    for graph in ("encoder", "decoder", "decoder_with_past", "kv_reorder"):
+        (root / "tensorrt" / f"{graph}.engine").write_bytes(b"engine bytes")
+    for name in ("tokenizer.json", "spellfix.json", "generation_config.json"):
+        (root / name).write_text("{}")
+    manifest = {"formats": ["onnx", "tensorrt"], "tensorrt": {"axis_ranges": {"rows": [1, 1, max_rows]}}, "decoding": {}}
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    return root
+
+
+def test_an_export_with_engines_gets_a_gpu_tensorrt_model_bounded_by_the_engine_profile(tmp_path):
+    export_dir = _engine_only_export(tmp_path / "exp", max_rows=64)
+    repository = write_repository(export_dir, tmp_path / "repo", {"instance_count": 2, "max_batch_size": 16, "num_beams": 4})
+    config = (repository / "spellfix" / "config.pbtxt").read_text()
+    assert "instance_group [ { count: 2 kind: KIND_GPU } ]" in config
+    assert 'parameters { key: "backend" value: { string_value: "tensorrt" } }' in config
+    assert (repository / "spellfix" / "1" / "export" / "tensorrt" / "decoder_with_past.engine").read_bytes() == b"engine bytes"
+    with pytest.raises(ValueError, match=r"max_batch_size 32 x num_beams 4 exceeds the engines' maximum of 64 decoder rows"):
+        write_repository(export_dir, tmp_path / "too-big", {"max_batch_size": 32, "num_beams": 4})
+    with pytest.raises(ValueError, match="backend 'tensorrt' needs kind KIND_GPU"):
+        write_repository(export_dir, tmp_path / "cpu-trt", {"kind": "KIND_CPU", "backend": "tensorrt"})
+
+
+def test_export_hook_takes_triton_options_from_the_export_info(tmp_path):
+    from spellfix.export.triton import write_model_repository
+
+    export_dir = _engine_only_export(tmp_path / "exp", max_rows=128)
+    info = {**json.loads((export_dir / "manifest.json").read_text()), "triton_options": {"max_batch_size": 8, "max_queue_delay_us": 250}}
+    write_model_repository(export_dir, info)
+    config = (export_dir / "triton" / "spellfix" / "config.pbtxt").read_text()
+    assert "max_batch_size: 8" in config and "max_queue_delay_microseconds: 250" in config
