@@ -173,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("which", choices=["train", "infer"])
     p.add_argument("--json", help="write results JSON here")
     p.add_argument("--quick", action="store_true", help="fewer repeats (smoke run)")
-    p.set_defaults(func=_delegate("spellfix.bench"))
+    p.set_defaults(func=_delegate("spellfix.bench.cli"))
 
     p = sub.add_parser("report", help="plot telemetry of one or more runs")
     p.add_argument("--logdir", required=True)
