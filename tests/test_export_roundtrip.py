@@ -88,6 +88,8 @@ def test_manifest_records_versions_io_axes_parity_and_checksums(exported):
     shortlist = fp32["shortlist"]
     assert shortlist["violations"] == 0 and shortlist["accepted"] > 0 and shortlist["max_abs_logits_diff"] < 1e-3
     assert "decoder_with_past_shortlist" in manifest["graphs"]["onnx"]
+    assert "decoder_with_past_shortlist" in manifest["graphs"]["onnx-int8"]  # exact top-k head over int8 logits
+    assert manifest["parity"]["onnx-int8"]["shortlist"]["violations"] == 0
     assert manifest["parity"]["onnx-fp16"]["enforced"] and not manifest["parity"]["onnx-int8"]["enforced"]
     assert "onnx/decoder.onnx" in manifest["files"] and "manifest.json" not in manifest["files"]
     verify_files(out, manifest)

@@ -21,7 +21,7 @@ from spellfix.inference import layout
 
 MANIFEST_FORMAT_VERSION = 1
 #: bumped whenever the exported graphs change for the same model (caches keyed on it rebuild)
-EXPORT_REVISION = 2
+EXPORT_REVISION = 3
 _VERSIONED = ("spellfix", "torch", "transformers", "onnx", "onnxruntime", "onnxscript", "tokenizers", "numpy", "tensorrt")
 
 

@@ -159,6 +159,9 @@ def run_export(
 
             int8_dir = tmp / layout.ONNX_DIRS["int8"]
             quantize_int8(tmp / layout.ONNX_DIRS["fp32"], int8_dir)
+            from spellfix.export.shortlist import build_topk_graph
+
+            build_topk_graph(int8_dir / f"{layout.DECODER_WITH_PAST}.onnx", int8_dir / f"{layout.DECODER_WITH_PAST_SHORTLIST}.onnx")
             parity["onnx-int8"] = check_parity(model, query_tokenizer, int8_dir, precision="int8", **parity_args)
         if "onnx-fp16" in wanted:
             from spellfix.export.precision import convert_to_fp16

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spellfix.inference.backends.base import Backend
+from spellfix.inference.backends.base import Backend, TopCandidates
 
 #: drop finished rows from the backend state when they are at least this share of the batch
 COMPACT_SHARE = 0.25
@@ -73,8 +73,11 @@ def _greedy(backend: Backend, state: object, batch: int, options: DecodingOption
     for step in range(options.max_new_tokens):
         suppress = options.eos_token_id if step < options.min_new_tokens else None
         logits, state = backend.decode_step(state, tokens, full_logits=False, suppress_token=suppress)
-        _mask_eos(logits, step, options)
-        next_tokens = logits.argmax(axis=-1)
+        if isinstance(logits, TopCandidates):  # suppression already applied by the backend
+            next_tokens = logits.argmax()
+        else:
+            _mask_eos(logits, step, options)
+            next_tokens = logits.argmax(axis=-1)
         live_rows = rows[alive]
         generated[live_rows, step] = next_tokens[alive]
         lengths[live_rows] = step + 1

@@ -52,7 +52,13 @@ DEFAULT_MAX_NEW_TOKENS = 48
 BOS_ID, PAD_ID, EOS_ID = 0, 1, 2
 #: generation-config settings the runtime does not implement (spellfix models never set them;
 #: facebook/bart-base's hub config does)
-IGNORED_GENERATION_KEYS = ("forced_bos_token_id", "forced_eos_token_id", "no_repeat_ngram_size", "repetition_penalty", "min_length")
+IGNORED_GENERATION_KEYS = {  # key -> its no-op values
+    "forced_bos_token_id": (None,),
+    "forced_eos_token_id": (None,),
+    "no_repeat_ngram_size": (None, 0),
+    "repetition_penalty": (None, 1.0),
+    "min_length": (None, 0),
+}
 
 
 @dataclass(frozen=True)
@@ -130,7 +136,7 @@ def read_input_settings(model_dir: str | Path) -> InputSettings:
                 values[key] = gen[key]
         if isinstance(gen.get("max_new_tokens"), int) and gen["max_new_tokens"] > 0:
             values["max_new_tokens"] = gen["max_new_tokens"]
-        ignored = {k: gen[k] for k in IGNORED_GENERATION_KEYS if gen.get(k) not in (None, 0, 1.0, False)}
+        ignored = {k: gen[k] for k, no_op in IGNORED_GENERATION_KEYS.items() if k in gen and gen[k] not in no_op}
         if ignored:
             log.warning(
                 "%s sets %s: the spellfix runtime decodes plain greedy/beam search and ignores these, so its "

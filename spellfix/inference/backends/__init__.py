@@ -1,7 +1,7 @@
 """Runtime backends. Import the one you need; only ``torch_backend`` imports torch."""
 
-from spellfix.inference.backends.base import Backend
+from spellfix.inference.backends.base import Backend, StepLogits, TopCandidates
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 
-__all__ = ["BACKENDS", "Backend"]
+__all__ = ["BACKENDS", "Backend", "StepLogits", "TopCandidates"]

@@ -8,9 +8,27 @@ uses it to drop rows that have finished, so a batch of mixed lengths stops payin
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Any, Protocol, Union, runtime_checkable
 
 import numpy as np
+
+
+@dataclass
+class TopCandidates:
+    """A greedy step's answer from a backend that scores only its best tokens (no (B, V) array):
+    per row, candidate ids (B, K) and their exact logits (B, K), with the suppressed token already
+    at -inf, such that the best candidate is the argmax over the whole vocabulary."""
+
+    ids: np.ndarray
+    logits: np.ndarray
+
+    def argmax(self) -> np.ndarray:
+        best = self.logits.argmax(axis=-1)
+        return np.take_along_axis(self.ids, best[:, None], axis=-1)[:, 0]
+
+
+StepLogits = Union[np.ndarray, TopCandidates]
 
 
 @runtime_checkable
@@ -24,12 +42,12 @@ class Backend(Protocol):
 
     def decode_step(
         self, state: Any, input_ids: np.ndarray, full_logits: bool = True, suppress_token: int | None = None
-    ) -> tuple[np.ndarray, Any]:
+    ) -> tuple[StepLogits, Any]:
         """Feed one token per row ((B, 1) int64); return float32 logits (B, V) and the next state.
 
-        ``full_logits=False`` says the caller only takes the argmax, after setting the logit of
-        ``suppress_token`` (if not None) to -inf: a backend may then return logits whose argmax
-        under that mask is exact and whose other entries are -inf (the ONNX Runtime shortlist head).
+        ``full_logits=False`` says the caller only takes the argmax after setting the logit of
+        ``suppress_token`` (if not None) to -inf: a backend may then answer with ``TopCandidates``
+        instead (the ONNX Runtime shortlist heads do), saving the (B, V) copy and scan.
         """
         ...
 

@@ -22,6 +22,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from spellfix.inference import layout
+from spellfix.inference.backends.base import StepLogits, TopCandidates
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +149,7 @@ class OnnxRuntimeBackend:
 
     def decode_step(
         self, state: _OrtState, input_ids: np.ndarray, full_logits: bool = True, suppress_token: int | None = None
-    ) -> tuple[np.ndarray, _OrtState]:
+    ) -> tuple[StepLogits, _OrtState]:
         ids = np.ascontiguousarray(input_ids, dtype=np.int64)
         n = 2 * self.num_layers
         if state.self_kv is None:
@@ -166,17 +167,21 @@ class OnnxRuntimeBackend:
         new_state = _OrtState(mask=state.mask, hidden=None, self_kv=out[3:], cross_kv=state.cross_kv)
         cand_ids, cand_logits = out[0].numpy()[:, -1], out[1].numpy()[:, -1]
         threshold = out[2].numpy().reshape(-1)
-        logits = np.full((ids.shape[0], self.vocab_size), -np.inf, dtype=np.float32)
-        np.put_along_axis(logits, cand_ids, cand_logits, axis=-1)
         if suppress_token is not None:
             cand_logits = np.where(cand_ids == suppress_token, -np.inf, cand_logits)
         accepted = accept_shortlist(cand_logits, threshold)
         self.stats["shortlist_rows"] += int(ids.shape[0])
-        if not accepted.all():  # rare: the bound cannot separate the top two from the rest
-            full = self._run(self.decoder_with_past, inputs, ["logits"])[0].numpy()[:, -1]
-            logits[~accepted] = full[~accepted]
-            self.stats["fallback_rows"] += int((~accepted).sum())
-        return logits, new_state
+        if not accepted.all():  # rare: the bound cannot separate the best candidate from the rest
+            rows = np.flatnonzero(~accepted)
+            full = self._run(self.decoder_with_past, inputs, ["logits"])[0].numpy()[rows, -1]
+            if suppress_token is not None:
+                full[:, suppress_token] = -np.inf
+            best = full.argmax(axis=-1)
+            cand_ids, cand_logits = cand_ids.copy(), cand_logits.copy()
+            cand_ids[rows] = best[:, None]  # every candidate of such a row is now the true argmax
+            cand_logits[rows] = full[np.arange(len(rows)), best][:, None]
+            self.stats["fallback_rows"] += len(rows)
+        return TopCandidates(cand_ids, cand_logits), new_state
 
     def select_rows(self, state: _OrtState, rows: np.ndarray) -> _OrtState:
         rows = np.ascontiguousarray(rows, dtype=np.int64)
