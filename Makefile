@@ -4,16 +4,25 @@ PYTHON ?= python3
 # build on a CPU machine). On a GPU machine install your CUDA build of torch first: it is kept.
 TORCH_SPEC ?= torch==2.13.0
 STAMP := .make/installed
+DEV_STAMP := .make/installed-dev
 QUERIES := "beyonse halo" "metalica nothing else maters" "wireles hedphones" "the beatles"
 
-.PHONY: install quickstart test test-fast bench lint clean
+.PHONY: install install-dev quickstart test test-fast clean
 
+## The library and its CLI (what the quickstart needs).
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install "$(TORCH_SPEC)"
-	$(PYTHON) -m pip install -e ".[dev]"
+	$(PYTHON) -m pip install -e .
 	mkdir -p .make && touch $(STAMP)
+
+## Plus the test tools, peers, the SageMaker SDK and moto, tritonclient (the [dev] extra).
+install-dev: $(DEV_STAMP)
+
+$(DEV_STAMP): $(STAMP)
+	$(PYTHON) -m pip install -e ".[dev]"
+	mkdir -p .make && touch $(DEV_STAMP)
 
 ## The main job: train the quickstart recipe on the shipped data (CPU is enough), evaluate, correct.
 quickstart: install
@@ -22,10 +31,10 @@ quickstart: install
 	$(PYTHON) -m spellfix.cli correct --model runs/quickstart $(QUERIES)
 
 ## The test suite (CPU only, tiny models). .ci/run calls exactly this.
-test: install
+test: install-dev
 	$(PYTHON) -m pytest -q
 
-test-fast: install
+test-fast: install-dev
 	$(PYTHON) -m pytest -q -m "not slow"
 
 clean:
