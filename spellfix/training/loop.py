@@ -98,9 +98,7 @@ def train(
     hardware, precision = check_hardware(t.precision)
     check_throughput_options(t, precision)
     # bf16_weights: the model itself runs in bf16, so no autocast (accelerate "no").
-    accelerator = Accelerator(
-        mixed_precision="no" if t.bf16_weights else ACCELERATE_PRECISION[precision], cpu=hardware.device_type == "cpu"
-    )
+    accelerator = _new_accelerator("no" if t.bf16_weights else ACCELERATE_PRECISION[precision], cpu=hardware.device_type == "cpu")
     rank, world = accelerator.process_index, accelerator.num_processes
     main = accelerator.is_main_process
     per_device = t.per_device_batch_size or t.global_batch_size // world
@@ -336,6 +334,17 @@ def check_throughput_options(t: TrainConfig, precision: str) -> None:
         )
     if t.host_sync == "log_steps" and t.fused_adamw == "off":
         raise ValueError("train.host_sync=log_steps skips non-finite steps inside fused AdamW: set train.fused_adamw to auto or on")
+
+
+def _new_accelerator(mixed_precision: str, cpu: bool) -> Accelerator:
+    """accelerate keeps one process-wide AcceleratorState that refuses a second, different
+    precision; a later ``train()`` in the same process (tests, benchmarks, notebooks) starts from a
+    fresh one. The distributed PartialState (process group) is kept."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
+    return Accelerator(mixed_precision=mixed_precision, cpu=cpu)
 
 
 def set_attention(model: torch.nn.Module, kind: str) -> None:

@@ -46,13 +46,14 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
         hidden = hidden.detach()
         grad_hidden = torch.empty_like(hidden)
         grad_weight: torch.Tensor | None = None
-        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        acc = torch.promote_types(hidden.dtype, torch.float32)  # reductions in fp32 (fp64 stays fp64)
+        total = torch.zeros((), dtype=acc, device=hidden.device)
         for start in range(0, hidden.size(0), chunk_rows):
             h = hidden[start : start + chunk_rows]
             y = labels[start : start + chunk_rows, None]
-            logits = torch.mm(h, w.t()).float()
+            logits = torch.mm(h, w.t()).to(acc)
             if bias is not None:
-                logits += bias.float()
+                logits += bias.to(acc)
             lse = torch.logsumexp(logits, dim=-1, keepdim=True)
             nll = lse - logits.gather(1, y)
             if smoothing:
@@ -69,8 +70,8 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
                 part = torch.mm(grad.t(), h)
                 if grad_weight is None:
                     grad_weight = part
-                else:  # several chunks: accumulate in fp32
-                    grad_weight = grad_weight.float() if grad_weight.dtype != torch.float32 else grad_weight
+                else:  # several chunks: accumulate in fp32 (or wider)
+                    grad_weight = grad_weight.to(acc) if grad_weight.dtype != acc else grad_weight
                     grad_weight.add_(part)
         ctx.save_for_backward(grad_hidden, grad_weight if grad_weight is not None else torch.empty(0))
         ctx.has_grad_weight = grad_weight is not None
@@ -127,8 +128,9 @@ class Seq2SeqLoss(torch.nn.Module):
         from :class:`~spellfix.data.batching.PairCollator`) avoids a device->host sync."""
         if self.kind == "full-logits":
             logits = self.model(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids).logits
+            logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # the fp32 upcast
             return F.cross_entropy(
-                logits.float().view(-1, logits.size(-1)), labels.view(-1),
+                logits.view(-1, logits.size(-1)), labels.view(-1),
                 ignore_index=-100, reduction="sum", label_smoothing=self.label_smoothing,
             )
         hidden = self.model.model(

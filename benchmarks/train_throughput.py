@@ -1,0 +1,68 @@
+"""Training throughput: transformers' Seq2SeqTrainer (naive, tuned) vs spellfix, side by side on CPU.
+
+A thin face over ``spellfix.bench.train.run_train_benchmark`` (also ``spellfix bench train``); what
+runs and how it is timed is described there and in the written markdown.
+
+    python benchmarks/train_throughput.py                    # 3 interleaved repeats, 8 measured steps each
+    python benchmarks/train_throughput.py --ablations all    # + spellfix with each option reverted
+    python benchmarks/train_throughput.py --quick            # smoke run (tiny, minutes)
+Writes benchmarks/results/train_throughput.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+from spellfix.bench.train import ABLATIONS, RESULTS_DIR, SYSTEMS, run_train_benchmark
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--name", default="train_throughput", help="results file stem")
+    parser.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated subset of " + ", ".join(SYSTEMS))
+    parser.add_argument("--ablations", default="", help="comma-separated names, or 'all': " + "; ".join(ABLATIONS))
+    parser.add_argument("--steps", type=int, default=8, help="measured optimizer steps per run")
+    parser.add_argument("--warmup", type=int, default=1, help="steps run before measuring")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved runs per system (median reported)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (set explicitly: shared machine)")
+    parser.add_argument("--pairs", type=int, default=None, help="training pairs (default 4 x (warmup + steps) x 256)")
+    parser.add_argument("--work-dir", type=Path, default=None, help="keep the tokenizer and run dirs here")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 2 steps, no warm-up, 1 repeat, 1024 pairs")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.steps, args.warmup, args.repeats, args.pairs = 2, 0, 1, args.pairs or 1024
+    ablations = list(ABLATIONS) if args.ablations == "all" else [a for a in args.ablations.split(",") if a]
+    logging.basicConfig(level=logging.INFO, format="[train-bench] %(message)s", stream=sys.stderr)
+    for noisy in ("spellfix", "transformers", "accelerate", "datasets", "torch"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    warnings.simplefilter("ignore")
+    entries = run_train_benchmark(
+        args.output_dir,
+        systems=[s for s in args.systems.split(",") if s],
+        ablations=ablations,
+        steps=args.steps,
+        warmup=args.warmup,
+        repeats=args.repeats,
+        threads=args.threads,
+        n_pairs=args.pairs,
+        work_dir=args.work_dir,
+        name=args.name,
+        progress=lambda s: logging.getLogger("train-bench").info("%s", s),
+    )
+    for e in entries:
+        if "samples_per_s" in e:
+            print(f"{e['name']:34s} {e['samples_per_s']:8.2f} samples/s {e['tokens_per_s']:9.0f} tokens/s  MFU {100 * e['mfu']:.1f}%")
+    summary = next((e for e in entries if e["name"] == "summary"), {})
+    for key, value in summary.items():
+        if key != "name":
+            print(f"{key}: {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
