@@ -61,7 +61,8 @@ class TritonOptions:
     on_overlong: str = "error"  # error | truncate: a query over max_source_length tokens
     max_query_bytes: int = 1024
     intra_op_threads: int = 0  # onnxruntime threads per instance; 0 = cores / CPU instances
-    thread_spinning: bool = True  # onnxruntime threads busy-wait between ops (False: sleep; for shared cores)
+    thread_spinning: bool = False  # onnxruntime threads busy-wait between ops; off: they would take the CPU
+    # that Triton's own threads (HTTP/gRPC, batcher, stub IPC) need on the same cores (docs/serving.md)
     bundle_package: bool = True  # copy spellfix into the version dir (False: use the server's installed spellfix)
 
     @classmethod

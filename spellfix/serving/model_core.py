@@ -34,7 +34,7 @@ PARAMETER_DEFAULTS: dict[str, str] = {
     "on_overlong": "error",  # error | truncate (over max_source_length tokens)
     "max_query_bytes": "1024",  # cheap guard before tokenization
     "intra_op_threads": "0",  # onnxruntime threads per instance; 0 = usable cores / CPU instances
-    "thread_spinning": "1",  # onnxruntime intra-op threads busy-wait between ops (1) or sleep (0)
+    "thread_spinning": "0",  # onnxruntime intra-op threads busy-wait between ops (1) or sleep (0)
 }
 
 

@@ -275,6 +275,10 @@ def run(args: argparse.Namespace) -> int:
         print("stopping tritonserver ...", file=sys.stderr, flush=True)
         return 0
     finally:
-        server.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for sig in previous:  # a second Ctrl-C must not interrupt the shutdown half-way
+            signal.signal(sig, signal.SIG_IGN)
+        try:
+            server.stop()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
