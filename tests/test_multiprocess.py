@@ -109,3 +109,34 @@ def test_a_stopped_two_process_run_resumes_under_two_processes_to_the_same_weigh
     a, b = weights(two), weights(out)
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_sigterm_to_torchrun_checkpoints_once_on_agreement_of_both_ranks_and_the_run_resumes(tmp_path):
+    """A spot interruption: torchrun forwards SIGTERM to both workers, they agree on the same step,
+    rank 0 writes one checkpoint, and a new 2-process launch finishes the run from it."""
+    import signal
+    import time
+
+    recipe = mp_recipe(tmp_path, max_steps=400, log_every=1, save_every=1000)
+    out = tmp_path / "spot"
+    recipe_file = tmp_path / "spot.recipe.json"
+    recipe_file.write_text(json.dumps(recipe))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "spellfix.cli",
+         "train", "--recipe", str(recipe_file), "--output-dir", str(out), "--no-progress"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if (out / "logs" / "metrics.jsonl").exists() and len(logged_steps(out)) >= 3:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=300)
+    saved = ckpt.latest_complete(out / "checkpoints")
+    assert saved is not None and 3 <= int(saved.name.split("-")[1]) < 400, output[-3000:]
+    assert output.count("saved checkpoint") == 1 and "(SIGTERM)" in output
+    assert output.count("stopped by SIGTERM") == 2  # both ranks stopped at the agreed step
+    done = torchrun(mp_recipe(tmp_path, max_steps=int(saved.name.split("-")[1]) + 2, log_every=1), out, 2, "--resume", "auto")
+    assert f"resumed from {saved}" in done.stdout + done.stderr
