@@ -138,7 +138,6 @@ def test_export_format_triton_writes_a_self_contained_repository(export_dir):
     assert "max_batch_size: 32" in (model / "config.pbtxt").read_text()
     assert "class TritonPythonModel" in (version / "model.py").read_text()
     assert (version / "spellfix" / "inference" / "corrector.py").is_file()
-    assert not list(version.rglob("__pycache__"))
     runtime = version / "export"
     for name in ("tokenizer.json", "spellfix.json", "generation_config.json", "manifest.json", "onnx/encoder.onnx"):
         assert (runtime / name).is_file(), name
@@ -155,6 +154,8 @@ def test_export_format_triton_writes_a_self_contained_repository(export_dir):
 def test_rewriting_a_repository_replaces_it_and_needs_the_graphs_its_backend_loads(export_dir, tmp_path):
     repository = write_repository(export_dir, tmp_path / "repo", {"max_batch_size": 4, "dynamic_batching": False})
     assert "max_batch_size: 4" in (repository / "spellfix" / "config.pbtxt").read_text()
+    assert (repository / "spellfix" / "1" / "spellfix" / "serving" / "model_core.py").is_file()
+    assert not list(repository.rglob("__pycache__")), "the bundled package is copied without bytecode caches"
     write_repository(export_dir, repository, {"model_name": "fixer", "instance_count": 2})
     assert sorted(p.name for p in repository.iterdir() if p.is_dir()) == ["fixer"]
     assert "count: 2 kind: KIND_CPU" in (repository / "fixer" / "config.pbtxt").read_text()

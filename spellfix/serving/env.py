@@ -240,6 +240,7 @@ def pytriton_install(env_dir: str | Path) -> TritonInstall:
         "PATH": path,  # the stub's embedded Python finds the venv's python first -> the venv's packages
         "VIRTUAL_ENV": str(env_dir),
         "PYTHONNOUSERSITE": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",  # leave the model repository (and the export's sha256s) untouched
         "TOKENIZERS_PARALLELISM": "false",
     }
     for variable in ("PYTHONPATH", "PYTHONHOME"):  # the main env's paths must not leak into the stub
