@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         repeats=args.repeats,
         batch_calls=args.batch_calls,
         threads=args.threads,
+        command="python benchmarks/infer_latency.py " + " ".join(sys.argv[1:] if argv is None else argv),
     )
     print((args.output_dir / "infer_latency.md").read_text(encoding="utf-8"))
     return 0

@@ -455,6 +455,7 @@ def run_infer_benchmark(
     seed: int = 0,
     name: str = "infer_latency",
     json_out: str | Path | None = None,
+    command: str = "spellfix bench infer",
     progress: Callable[[str], None] = lambda s: log.info("%s", s),
 ) -> list[dict[str, Any]]:
     """Run the benchmark; write ``<output_dir>/<name>.json`` and ``.md`` (unless output_dir is None;
@@ -523,7 +524,7 @@ def run_infer_benchmark(
             entry["qps_vs_ctranslate2"] = round(entry["queries_per_s"] / peer["queries_per_s"], 3)
     report = {
         "benchmark": name,
-        "command": "spellfix bench infer",
+        "command": command,
         "setup": {
             "model": "bart-base shape (BART_BASE_SHAPE), random weights, fp32 master copy",
             "source_tokens": SOURCE_TOKENS,

@@ -125,7 +125,8 @@ def fold_constants(model_proto: onnx.ModelProto) -> onnx.ModelProto:
     """Fold every constant subgraph, whatever its size (the default limits skip big weights)."""
     import onnxscript.optimizer
 
-    return onnxscript.optimizer.optimize(model_proto, input_size_limit=1 << 40, output_size_limit=1 << 40)
+    with quiet_logger("onnx_ir"), quiet_logger("onnxscript"):  # per-pass progress lines
+        return onnxscript.optimizer.optimize(model_proto, input_size_limit=1 << 40, output_size_limit=1 << 40)
 
 
 def save_model(model_proto: onnx.ModelProto, path: Path) -> None:
