@@ -33,7 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", type=int, default=None, help="training pairs (default 4 x (warmup + steps) x 256)")
     parser.add_argument("--work-dir", type=Path, default=None, help="keep the tokenizer and run dirs here")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 steps, no warm-up, 1 repeat, 1024 pairs")
+    parser.add_argument("--profile", action="store_true",
+                        help="instead: torch.profiler of one spellfix step, with all options and with the Trainer-like "
+                             "ones (autocast, full logits); writes <name>_profile.json/.md")
     args = parser.parse_args(argv)
+    if args.profile:
+        return profile(args)
     if args.quick:
         args.steps, args.warmup, args.repeats, args.pairs = 2, 0, 1, args.pairs or 1024
     ablations = list(ABLATIONS) if args.ablations == "all" else [a for a in args.ablations.split(",") if a]
@@ -61,6 +66,37 @@ def main(argv: list[str] | None = None) -> int:
     for key, value in summary.items():
         if key != "name":
             print(f"{key}: {value}")
+    return 0
+
+
+def profile(args: argparse.Namespace) -> int:
+    """Where the time of a step goes: the recipe as shipped vs the Trainer-like path."""
+    import json
+    import tempfile
+
+    from spellfix.bench.train import prepare_data, profile_step
+    from spellfix.config import write_text_atomic
+
+    work = args.work_dir or Path(tempfile.mkdtemp(prefix="spellfix-profile-"))
+    data = prepare_data(work, args.pairs or 4096)
+    variants = {
+        "spellfix (recipe)": {},
+        "trainer-like (autocast, full logits)": {"train.bf16_weights": False, "train.loss": "full-logits"},
+    }
+    results = {name: profile_step(data, overrides, threads=args.threads) for name, overrides in variants.items()}
+    lines = ["# Where a training step's time goes (torch.profiler, one step, bart-base shape, CPU)", ""]
+    for name, r in results.items():
+        lines += [f"## {name}", "", f"batch {r['batch_shape']}, step wall time {r['step_wall_s']} s "
+                  f"(self CPU time summed over ops {r['profiled_self_cpu_s']} s)", "",
+                  "| category | share of self CPU time |", "|---|---:|"]
+        lines += [f"| {k} | {100 * v:.1f}% |" for k, v in r["share"].items()]
+        lines += ["", "```", r["top_ops"], "```", ""]
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    stem = args.output_dir / f"{args.name}_profile"
+    write_text_atomic(stem.with_suffix(".json"), json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "top_ops"}
+                                                             for k, v in results.items()}, indent=1) + "\n")
+    write_text_atomic(stem.with_suffix(".md"), "\n".join(lines))
+    print("\n".join(lines))
     return 0
 
 

@@ -49,6 +49,27 @@ def test_fused_linear_cross_entropy_matches_logits_then_cross_entropy(smoothing,
         torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-5)
 
 
+def test_fp16_head_applies_the_loss_scale_before_rounding_so_small_gradients_survive():
+    """fp16 (GradScaler) path: logit gradients are recomputed in backward and scaled before the fp16
+    cast, like autocast + F.cross_entropy. Vocabulary rows with softmax mass ~1e-9 have gradients
+    that round to zero in fp16 unless scaled first (the forward-gradient variant loses all of them)."""
+    gen = torch.Generator().manual_seed(2)
+    hidden = torch.randn(24, 16, generator=gen)
+    weight = 0.01 * torch.randn(200, 16, generator=gen)
+    bias = torch.zeros(200)
+    bias[:100] = -16.0  # p ~ 1e-9 for half the vocabulary
+    labels = torch.randint(100, 200, (24,), generator=gen)
+    scale = 2.0**16 / 24  # GradScaler's initial scale over the loss normaliser
+    w_ref, h_ref = weight.clone().requires_grad_(), hidden.clone().requires_grad_()
+    (scale * F.cross_entropy(h_ref @ w_ref.T + bias, labels, reduction="sum")).backward()
+    w16, h16 = weight.clone().requires_grad_(), hidden.half().requires_grad_()
+    (scale * fused_linear_cross_entropy(h16, w16, labels, bias=bias, chunk_rows=5)).backward()
+    assert torch.isfinite(w16.grad).all() and torch.isfinite(h16.grad).all()
+    tiny_ref, tiny = w_ref.grad[:100], w16.grad[:100]
+    assert (tiny - tiny_ref).norm() / tiny_ref.norm() < 0.05
+    torch.testing.assert_close(h16.grad.float(), h_ref.grad, rtol=1e-2, atol=1e-2 * h_ref.grad.abs().max().item())
+
+
 @pytest.mark.parametrize("arch", ["bart", "mbart"])
 def test_fused_head_loss_and_gradients_equal_the_full_logits_path_with_padding(arch):
     batch = PairCollator(pad_id=1, decoder_start_id=2)(ROWS)

@@ -51,10 +51,11 @@ log = logging.getLogger(__name__)
 SYSTEMS = ("naive-trainer", "tuned-trainer", "spellfix")
 RECIPE = "bart-base-cpu-bench"
 #: Ablations: spellfix with one option switched back to the slower choice (name -> recipe overrides).
+#: (attention=eager is the other way round: an alternative kernel, measured, not a reverted option)
 ABLATIONS: dict[str, dict[str, Any]] = {
     "spellfix loss=full-logits": {"train.loss": "full-logits"},
     "spellfix bf16_weights=false": {"train.bf16_weights": False},
-    "spellfix attention=sdpa": {"train.attention": "sdpa"},
+    "spellfix attention=eager": {"train.attention": "eager"},
     "spellfix length_key=source": {"train.batching.length_key": "source"},
     "spellfix group_by_length=false": {"train.batching.group_by_length": False},
     "spellfix padding=max_length": {"train.batching.padding": "max_length"},
@@ -550,3 +551,100 @@ def render_markdown(entries: list[dict[str, Any]]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------- profile
+
+#: torch.profiler op names grouped into where a training step's time goes
+PROFILE_GROUPS = {
+    "matmul (linear, LM head)": ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::matmul", "aten::linear"),
+    "attention kernels": ("aten::_scaled_dot_product", "aten::_softmax", "aten::softmax", "aten::_softmax_backward_data"),
+    "optimizer (AdamW)": ("aten::_fused_adamw_", "aten::_foreach_", "Optimizer.step"),
+    "casts and copies": ("aten::copy_", "aten::to", "aten::_to_copy", "aten::clone", "aten::contiguous", "aten::cat"),
+    "loss (log-softmax/CE)": ("aten::_log_softmax", "aten::logsumexp", "aten::nll_loss", "aten::exp", "aten::scatter_add_", "aten::gather"),
+    "layer norm": ("aten::native_layer_norm",),
+    "dropout": ("aten::bernoulli_", "aten::native_dropout"),
+    "gelu": ("aten::gelu",),
+    "reductions (bias grads)": ("aten::sum",),
+    "fills / zeroing": ("aten::fill_", "aten::zero_", "aten::zeros"),
+    "elementwise (add/mul/div)": ("aten::add", "aten::mul", "aten::div", "aten::sub", "aten::where"),
+    "embedding": ("aten::embedding", "aten::index_select", "aten::index_add_"),
+}
+
+
+def profile_step(data: BenchData, overrides: dict[str, Any] | None = None, *, threads: int = 2,
+                 warmup: int = 2, row_limit: int = 25) -> dict[str, Any]:
+    """torch.profiler over one optimizer step of the cpu-bench recipe's setup (first global batch).
+
+    Builds the same pieces as ``spellfix.train`` (model, optional bf16 copy, loss module, fused
+    AdamW) without the run around them, so the profile is the step alone. Returns the top ops
+    by self CPU time and the share of the step per :data:`PROFILE_GROUPS` category.
+    """
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from spellfix.config import load_recipe
+    from spellfix.data.batching import PairCollator, plan_epoch
+    from spellfix.modeling import EOS_ID, PAD_ID, build_model
+    from spellfix.training.loop import set_attention
+    from spellfix.training.loss import Seq2SeqLoss
+    from spellfix.training.optim import build_optimizer
+    from spellfix.training.precision import Bf16ComputeCopy
+
+    torch.set_num_threads(threads)
+    recipe = load_recipe(RECIPE, overrides=overrides or {})
+    t = recipe.train
+    torch.manual_seed(0)
+    model = build_model(recipe.model, recipe.model.config["vocab_size"])
+    set_attention(model, t.attention)
+    copy_ = Bf16ComputeCopy(model) if t.bf16_weights else None
+    step_module = Seq2SeqLoss(copy_.compute if copy_ else model, t.loss, t.label_smoothing)
+    step_module.train()
+    optimizer = build_optimizer(model, t, "cpu")
+    src, tgt = [len(s) for s in data.source_ids], [len(x) for x in data.target_ids]
+    plan = plan_epoch(src, tgt, global_batch_size=t.global_batch_size, micro_batches_per_step=1, seed=0, epoch=0,
+                      group_by_length=t.batching.group_by_length, pool_factor=t.batching.pool_factor,
+                      length_key=t.batching.length_key)
+    # the batch whose padded size is closest to the median: a typical step
+    sizes = sorted(plan, key=lambda b: max(src[i] for i in b.micro_batches[0]) + max(tgt[i] for i in b.micro_batches[0]))
+    chosen = sizes[len(sizes) // 2]
+    padding = t.batching.padding == "max_length"
+    collate = PairCollator(PAD_ID, EOS_ID, max_source_length=recipe.data.max_source_length if padding else None,
+                           max_target_length=recipe.data.max_target_length if padding else None)
+    batch = collate([(data.source_ids[i], data.target_ids[i]) for i in chosen.micro_batches[0]])
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=t.precision == "bf16" and not t.bf16_weights)
+
+    def step() -> None:
+        with autocast:
+            loss = step_module(**batch)
+        (loss / chosen.target_tokens).backward()
+        if copy_:
+            copy_.grads_to_master()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip or 1e9)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if copy_:
+            copy_.weights_to_compute()
+
+    for _ in range(warmup):
+        step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        begin = time.perf_counter()
+        step()
+        wall = time.perf_counter() - begin
+    averages = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in averages) / 1e6
+    groups = {name: 0.0 for name in PROFILE_GROUPS}
+    groups["other"] = 0.0
+    for e in averages:
+        key = next((g for g, prefixes in PROFILE_GROUPS.items() if any(e.key.startswith(p) for p in prefixes)), "other")
+        groups[key] += e.self_cpu_time_total / 1e6
+    return {
+        "overrides": overrides or {},
+        "batch_shape": {"rows": len(chosen.micro_batches[0]), "source": int(batch["input_ids"].shape[1]),
+                        "target": int(batch["labels"].shape[1])},
+        "step_wall_s": round(wall, 3),
+        "profiled_self_cpu_s": round(total, 3),
+        "share": {k: round(v / total, 4) for k, v in sorted(groups.items(), key=lambda kv: -kv[1])},
+        "top_ops": averages.table(sort_by="self_cpu_time_total", row_limit=row_limit),
+    }

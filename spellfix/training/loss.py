@@ -29,19 +29,44 @@ LossKind = Literal["full-logits", "fused-head"]
 CHUNK_ELEMENTS = 1 << 25
 
 
+def _chunk_logits(h: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, acc: torch.dtype) -> torch.Tensor:
+    logits = torch.mm(h, w.t()).to(acc)
+    if bias is not None:
+        logits += bias.to(acc)
+    return logits
+
+
+def _chunk_loss(logits: torch.Tensor, y: torch.Tensor, smoothing: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(summed loss, per-row logsumexp) of one chunk of logits [rows, V] against labels y [rows, 1]."""
+    lse = torch.logsumexp(logits, dim=-1, keepdim=True)
+    nll = lse - logits.gather(1, y)
+    if smoothing:
+        nll = (1 - smoothing) * nll + smoothing * (lse - logits.mean(dim=-1, keepdim=True))
+    return nll.sum(), lse
+
+
+def _logits_to_grad_(logits: torch.Tensor, lse: torch.Tensor, y: torch.Tensor, smoothing: float) -> torch.Tensor:
+    """d loss / d logits = softmax - (1 - eps) * onehot(y) - eps / V, formed in place over ``logits``."""
+    grad = logits.sub_(lse).exp_()
+    if smoothing:
+        grad.sub_(smoothing / logits.size(1))
+    return grad.scatter_add_(1, y, torch.full(y.shape, -(1.0 - smoothing), dtype=grad.dtype, device=grad.device))
+
+
 class _FusedLinearCrossEntropy(torch.autograd.Function):
     """sum_i CE(h_i @ W^T + b, y_i) with label smoothing; gradients computed in the forward pass.
 
     The loss is a scalar and the only consumer of its inputs, so d(loss)/dh and d(loss)/dW can be
     formed chunk by chunk while the chunk's logits are still in cache, and merely scaled by the
     incoming gradient in ``backward``. Logits are formed in the dtype of ``hidden`` (bf16 under
-    mixed precision) and reduced in fp32.
+    mixed precision) and reduced in fp32. For bf16/fp32 only: the logit gradients are rounded to
+    the compute dtype *before* the incoming gradient (fp16's loss scale) is known, which bf16's range
+    tolerates and fp16's does not (see :class:`_RecomputedLinearCrossEntropy`).
     """
 
     @staticmethod
     def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, labels: torch.Tensor,
                 smoothing: float, chunk_rows: int) -> torch.Tensor:
-        vocab = weight.size(0)
         w = weight.detach().to(hidden.dtype)
         hidden = hidden.detach()
         grad_hidden = torch.empty_like(hidden)
@@ -51,20 +76,10 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
         for start in range(0, hidden.size(0), chunk_rows):
             h = hidden[start : start + chunk_rows]
             y = labels[start : start + chunk_rows, None]
-            logits = torch.mm(h, w.t()).to(acc)
-            if bias is not None:
-                logits += bias.to(acc)
-            lse = torch.logsumexp(logits, dim=-1, keepdim=True)
-            nll = lse - logits.gather(1, y)
-            if smoothing:
-                nll = (1 - smoothing) * nll + smoothing * (lse - logits.mean(dim=-1, keepdim=True))
-            total += nll.sum()
-            # d loss / d logits = softmax - (1 - eps) * onehot(y) - eps / V, formed in place
-            grad = logits.sub_(lse).exp_()
-            if smoothing:
-                grad.sub_(smoothing / vocab)
-            grad.scatter_add_(1, y, torch.full(y.shape, -(1.0 - smoothing), dtype=grad.dtype, device=grad.device))
-            grad = grad.to(hidden.dtype)
+            logits = _chunk_logits(h, w, bias, acc)
+            loss, lse = _chunk_loss(logits, y, smoothing)
+            total += loss
+            grad = _logits_to_grad_(logits, lse, y, smoothing).to(hidden.dtype)
             grad_hidden[start : start + chunk_rows] = torch.mm(grad, w)
             if weight.requires_grad:
                 part = torch.mm(grad.t(), h)
@@ -82,8 +97,52 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_output: torch.Tensor):
         grad_hidden, grad_weight = ctx.saved_tensors
         gh = grad_hidden * grad_output.to(grad_hidden.dtype)
-        gw = (grad_weight * grad_output).to(ctx.weight_dtype) if ctx.has_grad_weight else None
+        gw = grad_weight.to(ctx.weight_dtype) * grad_output if ctx.has_grad_weight else None
         return gh, gw, None, None, None, None
+
+
+class _RecomputedLinearCrossEntropy(torch.autograd.Function):
+    """The same loss for fp16: logits are recomputed chunk by chunk in ``backward``, where the
+    incoming gradient (which carries GradScaler's loss scale) multiplies the logit gradients
+    *before* they are rounded to fp16 — exactly what autocast + ``F.cross_entropy`` do, so small
+    gradients do not underflow. Costs one more LM-head matmul than the forward-gradient variant;
+    still never stores ``tokens x vocab`` logits.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, labels: torch.Tensor,
+                smoothing: float, chunk_rows: int) -> torch.Tensor:
+        w = weight.detach().to(hidden.dtype)
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        lses = []
+        for start in range(0, hidden.size(0), chunk_rows):
+            y = labels[start : start + chunk_rows, None]
+            loss, lse = _chunk_loss(_chunk_logits(hidden[start : start + chunk_rows], w, bias, torch.float32), y, smoothing)
+            total += loss
+            lses.append(lse)
+        lse_all = torch.cat(lses) if lses else torch.empty(0, 1, device=hidden.device)
+        ctx.save_for_backward(hidden.detach(), weight.detach(), bias if bias is not None else torch.empty(0), labels, lse_all)
+        ctx.has_bias, ctx.smoothing, ctx.chunk_rows = bias is not None, smoothing, chunk_rows
+        ctx.weight_requires_grad = weight.requires_grad
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        hidden, weight, bias, labels, lse_all = ctx.saved_tensors
+        bias = bias if ctx.has_bias else None
+        w = weight.to(hidden.dtype)
+        grad_hidden = torch.empty_like(hidden)
+        grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if ctx.weight_requires_grad else None
+        for start in range(0, hidden.size(0), ctx.chunk_rows):
+            h = hidden[start : start + ctx.chunk_rows]
+            y = labels[start : start + ctx.chunk_rows, None]
+            logits = _chunk_logits(h, w, bias, torch.float32)
+            grad = _logits_to_grad_(logits, lse_all[start : start + ctx.chunk_rows], y, ctx.smoothing)
+            grad = grad.mul_(grad_output).to(hidden.dtype)  # scaled first, then rounded
+            grad_hidden[start : start + ctx.chunk_rows] = torch.mm(grad, w)
+            if grad_weight is not None:
+                grad_weight += torch.mm(grad.t(), h)
+        return grad_hidden, (grad_weight.to(weight.dtype) if grad_weight is not None else None), None, None, None, None
 
 
 def fused_linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, *,
@@ -92,7 +151,8 @@ def fused_linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, label
     """Summed cross-entropy of ``hidden @ weight.T (+ bias)`` against ``labels`` (rows = tokens).
 
     ``hidden``: [N, d] (real target positions only), ``weight``: [V, d], ``labels``: [N] in [0, V).
-    Under autocast the head runs in the autocast dtype, as ``nn.Linear`` would.
+    Under autocast the head runs in the autocast dtype, as ``nn.Linear`` would; in fp16 the
+    gradients are formed in backward (loss scaling), otherwise in the forward pass.
     """
     if hidden.dim() != 2 or labels.shape != hidden.shape[:1]:
         raise ValueError(f"hidden must be [N, d] and labels [N], got {tuple(hidden.shape)} and {tuple(labels.shape)}")
@@ -100,8 +160,9 @@ def fused_linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, label
     if torch.is_autocast_enabled(device_type):
         hidden = hidden.to(torch.get_autocast_dtype(device_type))
     rows = chunk_rows or max(1, CHUNK_ELEMENTS // weight.size(0))
+    function = _RecomputedLinearCrossEntropy if hidden.dtype == torch.float16 else _FusedLinearCrossEntropy
     with torch.autocast(device_type, enabled=False):
-        return _FusedLinearCrossEntropy.apply(hidden, weight, bias, labels, float(label_smoothing), rows)
+        return function.apply(hidden, weight, bias, labels, float(label_smoothing), rows)
 
 
 class Seq2SeqLoss(torch.nn.Module):
