@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated subset of " + ", ".join(SYSTEMS))
     parser.add_argument("--ablations", default="", help="comma-separated names, or 'all': " + "; ".join(ABLATIONS))
     parser.add_argument("--steps", type=int, default=8, help="measured optimizer steps per run")
+    parser.add_argument("--naive-steps", type=int, default=3, help="measured steps of the naive Trainer (fixed shapes)")
     parser.add_argument("--warmup", type=int, default=1, help="steps run before measuring")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved runs per system (median reported)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (set explicitly: shared machine)")
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile:
         return profile(args)
     if args.quick:
-        args.steps, args.warmup, args.repeats, args.pairs = 2, 0, 1, args.pairs or 1024
+        args.steps, args.naive_steps, args.warmup, args.repeats, args.pairs = 2, 2, 0, 1, args.pairs or 1024
     ablations = list(ABLATIONS) if args.ablations == "all" else [a for a in args.ablations.split(",") if a]
     logging.basicConfig(level=logging.INFO, format="[train-bench] %(message)s", stream=sys.stderr)
     for noisy in ("spellfix", "transformers", "accelerate", "datasets", "torch"):
@@ -51,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         systems=[s for s in args.systems.split(",") if s],
         ablations=ablations,
         steps=args.steps,
+        naive_steps=args.naive_steps,
         warmup=args.warmup,
         repeats=args.repeats,
         threads=args.threads,

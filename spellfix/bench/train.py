@@ -347,8 +347,9 @@ def run_train_benchmark(
     unknown = [s for s in systems if s not in SYSTEMS] + [a for a in ablations if a not in ABLATIONS]
     if unknown:
         raise ValueError(f"unknown system(s) {unknown}; choose from {', '.join(SYSTEMS + tuple(ABLATIONS))}")
-    if min(steps, naive_steps) < 1 or repeats < 1 or warmup < 0:
-        raise ValueError("steps and naive_steps must be >= 1, repeats >= 1, warmup >= 0")
+    if min(steps, naive_steps) < 1 or repeats < 1 or warmup < 0 or warmup + min(steps, naive_steps) < 2:
+        raise ValueError("need steps, naive_steps >= 1, repeats >= 1, warmup >= 0 and warmup + steps >= 2 "
+                         "(a step is timed from the end of the one before it)")
     if json_out is not None:
         output_dir, name = Path(json_out).parent, Path(json_out).stem
     from spellfix.modeling import BART_BASE_SHAPE
