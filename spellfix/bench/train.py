@@ -62,7 +62,8 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "spellfix fused_adamw=off": {"train.fused_adamw": "off", "train.host_sync": "every_step"},
     "spellfix host_sync=every_step": {"train.host_sync": "every_step"},
     "spellfix num_workers=1": {"train.batching.num_workers": 1},
-    "spellfix max_tokens=4096": {"train.batching.max_tokens": 4096, "train.per_device_batch_size": 64},
+    # token budget: micro-batches of <= 1024 padded tokens (~80 queries), 4 per step (~300 examples)
+    "spellfix max_tokens=1024": {"train.batching.max_tokens": 1024, "train.per_device_batch_size": 64},
 }
 RESULTS_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 NAIVE_MAX_LENGTH = 64
