@@ -98,7 +98,7 @@ def cmd_data(args: argparse.Namespace) -> int:
         print(report.summary())
         return 0 if report.n_skipped == 0 else 1
     if args.data_command == "noise":
-        from spellfix.config import write_text_atomic
+        from spellfix.fsutil import write_text_atomic
         from spellfix.data.noise import make_noisy_pairs
         from spellfix.data.readers import read_clean_queries
 

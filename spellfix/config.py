@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import Any, Literal, Mapping, get_args, get_origin
 
 import yaml
 
+from spellfix.fsutil import write_text_atomic
 from spellfix.data.candidates import CandidatesConfig
 from spellfix.data.noise import NoiseConfig
 
@@ -427,17 +427,6 @@ def save_recipe(recipe: Recipe, path: Path) -> None:
     """Write the resolved recipe atomically."""
     write_text_atomic(path, recipe_to_yaml(recipe))
 
-
-def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def describe_fields(cls: type = Recipe, prefix: str = "") -> list[tuple[str, str, str]]:

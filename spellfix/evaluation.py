@@ -13,14 +13,12 @@ from the reference is a false positive (the corrector broke a query that was fin
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any, Protocol
+from spellfix.fsutil import write_json_atomic
 
 # Columns of a pair file that make a useful breakdown when present (few distinct values each).
 GROUP_COLUMNS = ("domain", "error_type", "source")
@@ -293,21 +291,6 @@ def evaluate(
         write_json_atomic(json_out, result)
     return result
 
-
-def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> Path:
-    """Write JSON to a temp file next to ``path``, then rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, sort_keys=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 # --------------------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ less per query); decoder input = ``</s> tokens`` (decoder_start_token_id = eos i
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -221,6 +220,8 @@ def save_model_dir(
     import shutil
     import tempfile
 
+    from spellfix.fsutil import replace_dir
+
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
@@ -232,14 +233,7 @@ def save_model_dir(
         (tmp / MODEL_CARD_FILE).write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text, encoding="utf-8")
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

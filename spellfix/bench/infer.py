@@ -553,7 +553,7 @@ def run_infer_benchmark(
 
 
 def write_report(report: dict[str, Any], output_dir: Path, name: str) -> None:
-    from spellfix.export.manifest import write_json_atomic
+    from spellfix.fsutil import write_json_atomic
 
     output_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(output_dir / f"{name}.json", report)

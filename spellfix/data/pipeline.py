@@ -6,14 +6,11 @@ dictionary candidates meet, so training, evaluation and export agree on what the
 
 from __future__ import annotations
 
-import logging
 from dataclasses import asdict
 from typing import Sequence
 
 from spellfix.config import DataConfig, resolve_data_path
 from spellfix.data.readers import read_clean_queries, read_pairs
-
-log = logging.getLogger(__name__)
 
 
 def load_training_pairs(cfg: DataConfig, seed: int) -> tuple[list[str], list[str]]:

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import json
-import os
 import platform
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -65,17 +62,6 @@ def verify_files(export_dir: Path, manifest: dict[str, Any], prefix: str = "") -
         if sha256_file(path) != entry["sha256"]:
             raise ValueError(f"{path}: sha256 differs from {layout.MANIFEST_FILE} (file changed after export)")
 
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(obj, handle, indent=2, sort_keys=False)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def build_manifest(

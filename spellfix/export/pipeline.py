@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
 from spellfix.export import FORMATS, MIN_OPSET
+from spellfix.fsutil import replace_dir
 from spellfix.inference import layout
 
 log = logging.getLogger(__name__)
@@ -74,17 +74,6 @@ def _model_info(model: Any) -> dict[str, Any]:
         "vocab_size": cfg.vocab_size,
         "parameters": sum(p.numel() for p in model.parameters()),
     }
-
-
-def _replace_dir(tmp: Path, output: Path) -> None:
-    if output.exists():
-        old = output.with_name(f".{output.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(output, old)
-        os.replace(tmp, output)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, output)
 
 
 def run_export(
@@ -208,11 +197,12 @@ def run_export(
             from spellfix.export.triton_hook import write_triton
 
             write_triton(tmp, manifest_args)
-        from spellfix.export.manifest import build_manifest, write_json_atomic
+        from spellfix.export.manifest import build_manifest
+        from spellfix.fsutil import write_json_atomic
 
         manifest = build_manifest(tmp, **manifest_args)
         write_json_atomic(tmp / layout.MANIFEST_FILE, manifest)
-        _replace_dir(tmp, output)
+        replace_dir(tmp, output)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

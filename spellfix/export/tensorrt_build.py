@@ -260,7 +260,8 @@ def build_engines(
 
 def build_engines_for_export(export_dir: str | Path, *, fp16: bool = True, **options: Any) -> dict[str, Any]:
     """Add ``tensorrt/`` engines to an existing export dir (made on another machine) and update its manifest."""
-    from spellfix.export.manifest import file_table, write_json_atomic
+    from spellfix.export.manifest import file_table
+    from spellfix.fsutil import write_json_atomic
 
     export_dir = Path(export_dir)
     manifest = layout.read_manifest(export_dir)

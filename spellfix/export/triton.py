@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
 
+from spellfix.fsutil import replace_dir
 from spellfix.inference import layout
 
 MODEL_NAME = "spellfix"
@@ -195,7 +196,8 @@ def _link_tree(source: Path, target: Path) -> None:
 
 
 def _write_runtime_subset(export_dir: Path, runtime: Path, plan: _Plan, info: Mapping[str, Any]) -> None:
-    from spellfix.export.manifest import file_table, write_json_atomic
+    from spellfix.export.manifest import file_table
+    from spellfix.fsutil import write_json_atomic
 
     runtime.mkdir(parents=True)
     for name in _RUNTIME_FILES:
@@ -266,14 +268,7 @@ def write_repository(
             json.dumps({"options": asdict(opts), "backend": plan.backend, "kind": plan.kind, "graphs": plan.graph_dir}, indent=2) + "\n",
             encoding="utf-8",
         )
-        if repository.exists():
-            old = repository.with_name(f".{repository.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(repository, old)
-            os.replace(tmp, repository)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, repository)
+        replace_dir(tmp, repository)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
