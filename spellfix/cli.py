@@ -62,7 +62,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from spellfix.export import export
 
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
-    manifest = export(args.model, args.output, formats=formats, fp16=args.fp16, opset=args.opset)
+    triton = dict(_key_values(args.triton)) or None
+    manifest = export(args.model, args.output, formats=formats, fp16=args.fp16, opset=args.opset, triton_options=triton)
     print(json.dumps({"output": str(args.output), "formats": formats, "files": len(manifest.get("files", {}))}))
     return 0
 
@@ -111,6 +112,19 @@ def cmd_data(args: argparse.Namespace) -> int:
     raise AssertionError(args.data_command)
 
 
+def _key_values(items: Sequence[str]) -> list[tuple[str, object]]:
+    """``["a=1", "b=x"]`` -> ``[("a", 1), ("b", "x")]`` with YAML scalars (numbers, booleans)."""
+    import yaml
+
+    pairs = []
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"{item!r} must look like key=value")
+        key, raw = item.split("=", 1)
+        pairs.append((key.strip(), yaml.safe_load(raw.strip())))
+    return pairs
+
+
 def _delegate(module: str, function: str = "run") -> Callable[[argparse.Namespace], int]:
     """Subcommands implemented in their own module (serve, bench, launch) with run(args) -> int."""
 
@@ -154,6 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="hf,onnx", help="comma-separated: hf,onnx,tensorrt,triton")
     p.add_argument("--fp16", action="store_true", help="also write fp16 graphs for TensorRT")
     p.add_argument("--opset", type=int, default=17)
+    p.add_argument(
+        "--triton", action="append", default=[], metavar="KEY=VALUE",
+        help="Triton repository option, e.g. max_batch_size=64, instance_count=2, kind=KIND_GPU, max_queue_delay_us=500",
+    )
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("correct", help="correct queries given as arguments or on stdin")

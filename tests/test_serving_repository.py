@@ -242,3 +242,26 @@ def test_export_hook_takes_triton_options_from_the_export_info(tmp_path):
     write_model_repository(export_dir, info)
     config = (export_dir / "triton" / "spellfix" / "config.pbtxt").read_text()
     assert "max_batch_size: 8" in config and "max_queue_delay_microseconds: 250" in config
+
+
+def test_cli_export_forwards_triton_options_to_the_repository(export_dir, tmp_path, capsys):
+    from spellfix.cli import main
+
+    model_dir = export_dir.parent / "model"
+    code = main([
+        "export", "--model", str(model_dir), "--output", str(tmp_path / "exp"), "--format", "onnx,triton",
+        "--triton", "max_batch_size=8", "--triton", "max_queue_delay_us=250", "--triton", "instance_count=2",
+    ])
+    assert code == 0, capsys.readouterr().err
+    config = (tmp_path / "exp" / "triton" / "spellfix" / "config.pbtxt").read_text()
+    assert "max_batch_size: 8" in config and "max_queue_delay_microseconds: 250" in config
+    assert "count: 2" in config
+
+
+def test_cli_export_rejects_an_unknown_triton_option_in_one_line(export_dir, tmp_path, capsys):
+    from spellfix.cli import main
+
+    code = main(["export", "--model", str(export_dir.parent / "model"), "--output", str(tmp_path / "exp"),
+                 "--format", "onnx,triton", "--triton", "max_batch=8"])
+    assert code == 2
+    assert "unknown triton option(s) ['max_batch']" in capsys.readouterr().err

@@ -29,6 +29,7 @@ def export(
     sample_queries: Sequence[str] | None = None,
     logits_atol: float | None = None,
     tensorrt_options: dict[str, Any] | None = None,
+    triton_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Export ``model`` (training dir, checkpoint, export dir or hub id) into ``output``; return the manifest.
 
@@ -36,7 +37,9 @@ def export(
     was written and every parity check passed, so ``output`` never holds a half or failed export.
     Raises ``spellfix.export.parity.ParityError`` when a graph disagrees with PyTorch beyond the
     tolerance, ``spellfix.export.tensorrt_build.TensorRTUnavailableError`` when ``tensorrt`` is asked
-    for on a machine without TensorRT or a GPU.
+    for on a machine without TensorRT or a GPU. ``triton_options`` are the Triton repository's
+    settings (``spellfix.export.triton.TritonOptions`` fields: max_batch_size, instance_count, kind,
+    max_queue_delay_us, ...).
     """
     from spellfix.export.pipeline import run_export
 
@@ -49,6 +52,7 @@ def export(
         sample_queries=sample_queries,
         logits_atol=logits_atol,
         tensorrt_options=tensorrt_options,
+        triton_options=triton_options,
     )
 
 

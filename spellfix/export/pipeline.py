@@ -86,6 +86,7 @@ def run_export(
     sample_queries: Sequence[str] | None,
     logits_atol: float | None,
     tensorrt_options: dict[str, Any] | None,
+    triton_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     wanted = resolve_formats(formats, fp16)
     if opset < MIN_OPSET:
@@ -196,7 +197,7 @@ def run_export(
         if "triton" in wanted:
             from spellfix.export.triton_hook import write_triton
 
-            write_triton(tmp, manifest_args)
+            write_triton(tmp, {**manifest_args, "triton_options": triton_options})
         from spellfix.export.manifest import build_manifest
         from spellfix.fsutil import write_json_atomic
 
