@@ -575,7 +575,7 @@ PROFILE_GROUPS = {
 
 
 def profile_step(data: BenchData, overrides: dict[str, Any] | None = None, *, threads: int = 2,
-                 warmup: int = 2, row_limit: int = 25) -> dict[str, Any]:
+                 warmup: int = 2, row_limit: int = 25, record_shapes: bool = False) -> dict[str, Any]:
     """torch.profiler over one optimizer step of the cpu-bench recipe's setup (first global batch).
 
     Builds the same pieces as ``spellfix.train`` (model, optional bf16 copy, loss module, fused
@@ -630,7 +630,7 @@ def profile_step(data: BenchData, overrides: dict[str, Any] | None = None, *, th
 
     for _ in range(warmup):
         step()
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=record_shapes) as prof:
         begin = time.perf_counter()
         step()
         wall = time.perf_counter() - begin
@@ -649,4 +649,6 @@ def profile_step(data: BenchData, overrides: dict[str, Any] | None = None, *, th
         "profiled_self_cpu_s": round(total, 3),
         "share": {k: round(v / total, 4) for k, v in sorted(groups.items(), key=lambda kv: -kv[1])},
         "top_ops": averages.table(sort_by="self_cpu_time_total", row_limit=row_limit),
+        **({"top_ops_by_shape": prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=row_limit)}
+           if record_shapes else {}),
     }
