@@ -37,9 +37,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true",
                         help="instead: torch.profiler of one spellfix step, with all options and with the Trainer-like "
                              "ones (autocast, full logits); writes <name>_profile.json/.md")
+    parser.add_argument("--ab", action="store_true",
+                        help="instead: paired step A/B of the step options on the same batches + the padding each "
+                             "batching choice implies; writes <name>_ab.json/.md")
     args = parser.parse_args(argv)
     if args.profile:
         return profile(args)
+    if args.ab:
+        return step_ab(args)
     if args.quick:
         args.steps, args.naive_steps, args.warmup, args.repeats, args.pairs = 2, 2, 0, 1, args.pairs or 1024
     ablations = list(ABLATIONS) if args.ablations == "all" else [a for a in args.ablations.split(",") if a]
@@ -98,6 +103,51 @@ def profile(args: argparse.Namespace) -> int:
     write_text_atomic(stem.with_suffix(".json"), json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "top_ops"}
                                                              for k, v in results.items()}, indent=1) + "\n")
     write_text_atomic(stem.with_suffix(".md"), "\n".join(lines))
+    print("\n".join(lines))
+    return 0
+
+
+def step_ab(args: argparse.Namespace) -> int:
+    """Options that change the step measured pairwise on identical batches; batching options by the
+    padded positions they cause (deterministic)."""
+    import json
+    import tempfile
+
+    from spellfix.bench.train import compare_steps, padding_table, prepare_data
+    from spellfix.config import write_text_atomic
+
+    log = logging.getLogger("train-bench")
+    work = args.work_dir or Path(tempfile.mkdtemp(prefix="spellfix-ab-"))
+    data = prepare_data(work, args.pairs or 9216)
+    pairs = {
+        "loss": {"spellfix": {}, "loss=full-logits": {"train.loss": "full-logits"}},
+        "precision": {"spellfix": {}, "bf16_weights=false (autocast)": {"train.bf16_weights": False}},
+        "attention": {"spellfix": {}, "attention=eager": {"train.attention": "eager"}},
+        "optimizer": {"spellfix": {}, "fused_adamw=off": {"train.fused_adamw": "off", "train.host_sync": "every_step"}},
+        "trainer-like step": {"spellfix": {}, "autocast + full logits": {"train.bf16_weights": False, "train.loss": "full-logits"}},
+    }
+    results: dict = {"padding": padding_table(data)}
+    for title, variants in pairs.items():
+        log.info("A/B %s", title)
+        results[title] = compare_steps(data, variants, rounds=args.repeats + 1, threads=args.threads,
+                                       progress=lambda s: log.info("%s", s))
+    lines = ["# Step options A/B and batching padding (bart-base shape, CPU)", "",
+             "Step options: the same 3 typical global batches (256 queries) per variant, steps alternating "
+             "A, B, A, B, ...; median step time and the median of paired ratios (B's step / A's step).", "",
+             "| comparison | variant | median step (s) | ratio to spellfix (median of pairs) |", "|---|---|---:|---:|"]
+    for title, variants in results.items():
+        if title == "padding":
+            continue
+        for name, r in variants.items():
+            lines.append(f"| {title} | {name} | {r['median_step_s']:.2f} | {r['paired_ratio_median']:.3f} |")
+    lines += ["", "Batching choices: padded positions on the benchmark data at batch 256 (no timing: the work each asks for).", "",
+              "| batching | padding share | positions per real token | target padding share |", "|---|---:|---:|---:|"]
+    for name, r in results["padding"].items():
+        lines.append(f"| {name} | {100 * r['padding_share']:.1f}% | {r['positions_per_real_token']:.2f} | {100 * r['target_padding_share']:.1f}% |")
+    stem = args.output_dir / f"{args.name}_ab"
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(stem.with_suffix(".json"), json.dumps(results, indent=1) + "\n")
+    write_text_atomic(stem.with_suffix(".md"), "\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 

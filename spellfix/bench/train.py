@@ -652,3 +652,136 @@ def profile_step(data: BenchData, overrides: dict[str, Any] | None = None, *, th
         **({"top_ops_by_shape": prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=row_limit)}
            if record_shapes else {}),
     }
+
+
+# ------------------------------------------------------------------------------- step A/B (paired)
+
+
+def _step_pieces(data: BenchData, overrides: dict[str, Any], threads: int):
+    """Model + loss + optimizer of the cpu-bench recipe with ``overrides``, and a step function
+    over a given micro-batch: the same pieces ``spellfix.train`` assembles, without the run."""
+    import torch
+
+    from spellfix.config import load_recipe
+    from spellfix.modeling import build_model
+    from spellfix.training.loop import set_attention
+    from spellfix.training.loss import Seq2SeqLoss
+    from spellfix.training.optim import build_optimizer
+    from spellfix.training.precision import Bf16ComputeCopy
+
+    torch.set_num_threads(threads)
+    t = load_recipe(RECIPE, overrides=overrides).train
+    torch.manual_seed(0)
+    model = build_model(load_recipe(RECIPE).model, 50265)
+    set_attention(model, t.attention)
+    copy_ = Bf16ComputeCopy(model) if t.bf16_weights else None
+    step_module = Seq2SeqLoss(copy_.compute if copy_ else model, t.loss, t.label_smoothing).train()
+    optimizer = build_optimizer(model, t, "cpu")
+    autocast = t.precision == "bf16" and not t.bf16_weights
+
+    def step(batch: dict, target_tokens: int) -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            loss = step_module(**batch)
+        (loss / target_tokens).backward()
+        if copy_:
+            copy_.grads_to_master()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip or 1e9)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if copy_:
+            copy_.weights_to_compute()
+
+    return step
+
+
+def compare_steps(data: BenchData, variants: dict[str, dict[str, Any]], *, rounds: int = 5, batches: int = 3,
+                  threads: int = 2, progress: Callable[[str], None] = lambda s: None) -> dict[str, dict[str, float]]:
+    """Paired step timing of recipe variants that change the step, not the data (loss, precision,
+    attention, optimizer): every variant trains the *same* ``batches`` typical global batches, and
+    steps alternate variant by variant (A, B, A, B, ...), so slow phases of a shared machine hit
+    all variants alike. Returns per variant the median step time and its ratio to the first variant.
+
+    Every variant holds a bart-base model + optimizer (~2-3 GB): compare two or three at a time.
+    """
+    import torch
+
+    from spellfix.data.batching import PairCollator, plan_epoch
+    from spellfix.modeling import EOS_ID, PAD_ID
+
+    src, tgt = [len(s) for s in data.source_ids], [len(x) for x in data.target_ids]
+    plan = plan_epoch(src, tgt, global_batch_size=256, micro_batches_per_step=1, seed=0, epoch=0)
+    by_size = sorted(plan, key=lambda b: max(src[i] for i in b.micro_batches[0]) + max(tgt[i] for i in b.micro_batches[0]))
+    middle = len(by_size) // 2
+    chosen = by_size[max(0, middle - batches // 2) : max(0, middle - batches // 2) + batches]
+    collate = PairCollator(PAD_ID, EOS_ID)
+    prepared = [(collate([(data.source_ids[i], data.target_ids[i]) for i in b.micro_batches[0]]), b.target_tokens) for b in chosen]
+    steps = {name: _step_pieces(data, overrides, threads) for name, overrides in variants.items()}
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for name, step in steps.items():  # warm-up: first-touch allocations, oneDNN primitive caches
+        step(*prepared[0])
+    for r in range(rounds):
+        for b in prepared:
+            order = list(steps) if r % 2 == 0 else list(reversed(steps))
+            for name in order:
+                begin = time.perf_counter()
+                steps[name](*b)
+                times[name].append(time.perf_counter() - begin)
+        progress(f"A/B round {r + 1}/{rounds}: " + ", ".join(f"{n} {statistics.median(t):.2f} s" for n, t in times.items()))
+    del steps
+    gc.collect()
+    torch.set_num_threads(threads)
+    first = next(iter(variants))
+    return {
+        name: {
+            "median_step_s": round(statistics.median(t), 3),
+            "vs_" + first: round(statistics.median(t) / statistics.median(times[first]), 3),
+            "paired_ratio_median": round(statistics.median(x / y for x, y in zip(t, times[first])), 3),
+            "steps": len(t),
+        }
+        for name, t in times.items()
+    }
+
+
+def padding_table(data: BenchData, *, batch: int = 256, seed: int = 0) -> dict[str, dict[str, float]]:
+    """Deterministic padding of each batching choice on the benchmark data: the share of padded
+    positions and the positions computed per real token (source + target), for spellfix's plans and
+    for the Trainer's samplers (random; LengthGroupedSampler, which sorts mega-batches by source
+    length only). No timing involved: this is the work each choice asks for."""
+    import torch
+    from transformers.trainer_pt_utils import get_length_grouped_indices
+
+    from spellfix.data.batching import plan_epoch
+
+    src, tgt = [len(s) for s in data.source_ids], [len(x) for x in data.target_ids]
+    real = sum(src) + sum(tgt)
+
+    def stats(batches: list[list[int]], fixed: tuple[int, int] | None = None) -> dict[str, float]:
+        used = [i for b in batches for i in b]
+        real_used = sum(src[i] + tgt[i] for i in used)
+        if fixed:
+            positions = len(used) * (fixed[0] + fixed[1])
+        else:
+            positions = sum(len(b) * (max(src[i] for i in b) + max(tgt[i] for i in b)) for b in batches)
+        target_pad = 1 - sum(tgt[i] for i in used) / sum(len(b) * max(tgt[i] for i in b) for b in batches) if not fixed else \
+            1 - sum(tgt[i] for i in used) / (len(used) * fixed[1])
+        return {"padding_share": round(1 - real_used / positions, 4), "positions_per_real_token": round(positions / real_used, 3),
+                "target_padding_share": round(target_pad, 4)}
+
+    def plan(**kw) -> list[list[int]]:
+        return [list(m) for b in plan_epoch(src, tgt, global_batch_size=batch, micro_batches_per_step=1, seed=seed, epoch=0, **kw)
+                for m in b.micro_batches]
+
+    order = torch.randperm(len(src), generator=torch.Generator().manual_seed(seed)).tolist()
+    random_batches = [order[i : i + batch] for i in range(0, len(order) - batch + 1, batch)]
+    grouped = get_length_grouped_indices(src, batch, generator=torch.Generator().manual_seed(seed))
+    trainer_grouped = [grouped[i : i + batch] for i in range(0, len(grouped) - batch + 1, batch)]
+    return {
+        "spellfix (group by source+target, dynamic)": stats(plan()),
+        "spellfix length_key=source": stats(plan(length_key="source")),
+        "spellfix group_by_length=false (dynamic)": stats(plan(group_by_length=False)),
+        "spellfix max_tokens=1024 (micro-batches)": stats([list(m) for b in plan_epoch(
+            src, tgt, global_batch_size=4, micro_batches_per_step=4, seed=seed, epoch=0, max_tokens=1024) for m in b.micro_batches]),
+        "Trainer group_by_length (source only, dynamic)": stats(trainer_grouped),
+        "Trainer random batches (dynamic)": stats(random_batches),
+        "padding to max_length 64 + 64": stats(random_batches, fixed=(NAIVE_MAX_LENGTH, NAIVE_MAX_LENGTH)),
+    }
