@@ -35,12 +35,13 @@ def test_bart_base_flops_per_token_count_the_lm_head_with_the_decoder():
 
 def test_summary_reports_ratios_of_medians_and_the_issue_targets():
     def runs(sps):
-        return [{"samples_per_s": x, "tokens_per_s": 10 * x, "median_step_s": 1.0, "peak_rss_gb": 1.0, "load_avg_1m": 5.0} for x in sps]
+        return [{"samples_per_s": x, "tokens_per_s": 10 * x, "median_step_s": 1.0, "peak_rss_gb": 1.0, "load_avg_1m": 5.0,
+                 "mfu": 0.2} for x in sps]
 
     entries = [
-        _entry("naive-trainer", runs([2.0, 2.2, 1.8]), 10.0, 1e12, 1e9),
-        _entry("tuned-trainer", runs([20.0, 25.0, 30.0]), 10.0, 1e12, 1e9),
-        _entry("spellfix", runs([40.0, 30.0, 35.0]), 10.0, 1e12, 1e9),
+        _entry("naive-trainer", runs([2.0, 2.2, 1.8]), 10.0, 1e9),
+        _entry("tuned-trainer", runs([20.0, 25.0, 30.0]), 10.0, 1e9),
+        _entry("spellfix", runs([40.0, 30.0, 35.0]), 10.0, 1e9),
     ]
     summary = _summary(entries)
     assert summary["spellfix_vs_tuned-trainer_samples_per_s"] == pytest.approx(35 / 25)

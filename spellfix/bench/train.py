@@ -24,8 +24,8 @@ source + target tokens per second), ``epoch_samples_per_s`` (tokens/s divided by
 non-pad tokens per example: how fast an *epoch* goes, which removes the luck of which batches the
 few measured steps drew — the Trainer's length grouping serves each mega-batch longest first),
 ``median_step_s``, ``achieved_tflops`` and ``mfu`` (model FLOPs of the non-pad tokens, 6·N per token
-for the encoder or decoder + LM head it passes through, over the measured bf16 matmul peak; padding
-is wasted work, not model FLOPs), and ``peak_rss_gb`` (the process's peak resident memory during the
+for the encoder or decoder + LM head it passes through, over the bf16 matmul peak measured right
+before that run, so it sees the same load; padding is wasted work, not model FLOPs), and ``peak_rss_gb`` (the process's peak resident memory during the
 run, sampled every 50 ms; all systems share one process, so it includes the common baseline).
 """
 
@@ -382,12 +382,13 @@ def run_train_benchmark(
     for r in range(repeats):
         for dtype in peaks:
             peaks[dtype].append(measure_matmul_peak(dtype))
-        bf16_peak = statistics.median(peaks["bf16"])
         shift = r % len(order)
         for system in order[shift:] + order[:shift]:
             gc.collect()
+            run_peak = measure_matmul_peak("bf16")  # right before the run: the load it meets
             record = runners[system](r)
-            figures = summarize(record, warmup, flops_per_token, peaks["bf16"][-1])
+            figures = summarize(record, warmup, flops_per_token, run_peak)
+            figures["bf16_peak_gflops"] = run_peak / 1e9
             runs[system].append(figures)
             loads.append(figures["load_avg_1m"])
             progress(
@@ -395,8 +396,7 @@ def run_train_benchmark(
                 f"{figures['tokens_per_s']:.0f} tokens/s, median step {figures['median_step_s']:.2f} s, "
                 f"load {figures['load_avg_1m']:.1f}"
             )
-    bf16_peak = statistics.median(peaks["bf16"])
-    entries = [_entry(name_, figures, data.mean_tokens, bf16_peak, flops_per_token) for name_, figures in runs.items()]
+    entries = [_entry(name_, figures, data.mean_tokens, flops_per_token) for name_, figures in runs.items()]
     entries.append(_summary(entries))
     entries.append(_machine(threads, peaks, loads, time.time() - started))
     entries.append({"name": "versions", **_versions()})
@@ -412,7 +412,8 @@ def _median(runs: list[dict[str, float]], key: str) -> float:
     return statistics.median(r[key] for r in runs)
 
 
-def _entry(name: str, runs: list[dict[str, float]], mean_tokens: float, bf16_peak: float, flops_per_token: float) -> dict[str, Any]:
+def _entry(name: str, runs: list[dict[str, float]], mean_tokens: float, flops_per_token: float) -> dict[str, Any]:
+    """Medians over the runs; MFU per run against the bf16 peak measured right before that run."""
     tokens_per_s = _median(runs, "tokens_per_s")
     return {
         "name": name,
@@ -421,12 +422,13 @@ def _entry(name: str, runs: list[dict[str, float]], mean_tokens: float, bf16_pea
         "epoch_samples_per_s": round(tokens_per_s / mean_tokens, 3),
         "median_step_s": round(_median(runs, "median_step_s"), 3),
         "achieved_tflops": round(tokens_per_s * flops_per_token / 1e12, 4),
-        "mfu": round(tokens_per_s * flops_per_token / bf16_peak, 4),
+        "mfu": round(_median(runs, "mfu"), 4),
         "peak_rss_gb": round(max(r["peak_rss_gb"] for r in runs), 2),
         "repeats": len(runs),
         "runs_samples_per_s": [round(r["samples_per_s"], 3) for r in runs],
         "runs_tokens_per_s": [round(r["tokens_per_s"], 1) for r in runs],
         "runs_load_avg_1m": [round(r["load_avg_1m"], 2) for r in runs],
+        "runs_mfu": [round(r["mfu"], 4) for r in runs],
     }
 
 
@@ -548,7 +550,8 @@ def render_markdown(entries: list[dict[str, Any]]) -> str:
         "",
         "samples/s counts the examples of the measured steps; epoch samples/s = non-pad tokens/s / mean non-pad "
         "tokens per example (independent of which batches the measured steps drew). MFU counts model FLOPs of "
-        "non-pad tokens only (6·N per token through the encoder, or the decoder + LM head). Written by "
+        "non-pad tokens only (6·N per token through the encoder, or the decoder + LM head) over the bf16 matmul "
+        "peak measured just before each run (median over runs). Written by "
         "`python benchmarks/train_throughput.py` (spellfix.bench.train).",
         "",
     ]
