@@ -43,8 +43,33 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from spellfix.evaluation import evaluate, format_metrics
 
-    metrics = evaluate(args.model, args.data, backend=args.backend, batch_size=args.batch_size, limit=args.limit, json_out=args.json, num_beams=args.num_beams)
+    metrics = evaluate(args.model, args.data, backend=args.backend, batch_size=args.batch_size, limit=args.limit, json_out=args.json, num_beams=args.num_beams, copy_margin=_copy_margin(args))
     print(format_metrics(metrics))
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from spellfix import calibration
+    from spellfix.data.readers import read_pairs
+    from spellfix.inference import SpellCorrector
+
+    rows, _ = read_pairs(args.data)
+    rows = rows[: args.limit] if args.limit else rows
+    corrector = SpellCorrector(args.model, backend=args.backend, batch_size=args.batch_size, copy_margin=None)
+    decisions = []
+    step = args.batch_size * 4
+    for start in tqdm(range(0, len(rows), step), desc="decode dev", unit="batch", disable=args.no_progress):
+        decisions += corrector.copy_decisions([r["query"] for r in rows[start : start + step]])
+    points = calibration.sweep(decisions, [r["correction"] for r in rows])
+    chosen = calibration.choose(points, objective=args.objective, max_fpr=args.max_fpr)
+    print(calibration.format_sweep(points, chosen))
+    if args.dry_run:
+        return 0
+    provenance = {"data": str(args.data), "rows": len(rows), "objective": args.objective, "max_fpr": args.max_fpr}
+    path = calibration.save_copy_margin(corrector.model_dir, chosen.margin, provenance=provenance)
+    print(f"saved decoding.copy_margin={chosen.margin} in {path}")
     return 0
 
 
@@ -52,10 +77,23 @@ def cmd_correct(args: argparse.Namespace) -> int:
     from spellfix.inference import SpellCorrector
 
     queries = args.queries or [line.rstrip("\n") for line in sys.stdin]
-    fixer = SpellCorrector(args.model, backend=args.backend, num_beams=args.num_beams)
+    fixer = SpellCorrector(args.model, backend=args.backend, num_beams=args.num_beams, copy_margin=_copy_margin(args))
     for fixed in fixer.correct(queries):
         print(fixed)
     return 0
+
+
+def _copy_margin(args: argparse.Namespace) -> float | str | None:
+    """--copy-margin: "model" (saved with the model), "off", or a number of nats."""
+    value = args.copy_margin
+    if value == "model":
+        return value
+    if value == "off":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"--copy-margin: expected 'model', 'off' or a number, got {value!r}") from None
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -160,7 +198,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-beams", type=int, default=1)
     p.add_argument("--limit", type=int, help="evaluate the first N rows only")
     p.add_argument("--json", help="write the metrics JSON here")
+    p.add_argument("--copy-margin", default="model", metavar="NATS", help="keep the query unless the correction scores this many nats above it: 'model' (the margin `spellfix calibrate` saved), 'off', or a number")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("calibrate", help="choose the copy margin on a dev set and save it with the model")
+    p.add_argument("--model", required=True, help="training output dir, checkpoint dir or export dir (its spellfix.json is updated)")
+    p.add_argument("--data", required=True, help="dev pair file with misspelled and correct queries")
+    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"])
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--limit", type=int, help="use the first N rows only")
+    p.add_argument("--objective", default="exact_match", choices=["exact_match", "fix_minus_fpr"], help="what the margin maximises")
+    p.add_argument("--max-fpr", type=float, help="only margins whose false-positive rate is at most this (0-1)")
+    p.add_argument("--dry-run", action="store_true", help="print the sweep, save nothing")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("export", help="export a model (hf, onnx, tensorrt, triton)")
     p.add_argument("--model", required=True)
@@ -178,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True)
     p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"])
     p.add_argument("--num-beams", type=int, default=1)
+    p.add_argument("--copy-margin", default="model", metavar="NATS", help="keep the query unless the correction scores this many nats above it: 'model' (the margin `spellfix calibrate` saved), 'off', or a number")
     p.add_argument("queries", nargs="*", metavar="QUERY")
     p.set_defaults(func=cmd_correct)
 
@@ -257,7 +309,7 @@ def _configure_logging(verbose: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command in ("train", "evaluate", "export", "correct", "bench"):
+    if args.command in ("train", "evaluate", "calibrate", "export", "correct", "bench"):
         _configure_logging(args.verbose)
     else:
         logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")

@@ -286,6 +286,7 @@ def evaluate(
         "backend": backend,
         "data": str(data_path),
         "rows_skipped": report.n_skipped,
+        "copy_margin": getattr(corrector, "copy_margin", None),
     }
     if json_out is not None:
         write_json_atomic(json_out, result)

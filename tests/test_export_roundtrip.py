@@ -166,6 +166,28 @@ def test_runtime_works_from_the_export_dir_alone(exported, tmp_path, ort_fixer, 
     assert fixer.correct(["", "THIN  lizzy"]) == ["", ort_fixer.correct(["thin lizzy"])[0]]
 
 
+def test_copy_margin_scores_agree_between_onnxruntime_and_torch(exported, model_dir, ort_fixer, queries):
+    torch_fixer = SpellCorrector(model_dir, "torch", max_new_tokens=24, copy_margin=None)
+    ours, theirs = ort_fixer.copy_decisions(queries[:16]), torch_fixer.copy_decisions(queries[:16])
+    assert [d.decoded for d in ours] == [d.decoded for d in theirs]
+    assert any(d.gain != 0.0 for d in theirs)
+    np.testing.assert_allclose([d.gain for d in ours], [d.gain for d in theirs], atol=2e-3)
+
+
+def test_a_calibrated_margin_travels_with_the_export(model_dir, tmp_path, queries):
+    from spellfix.calibration import save_copy_margin
+
+    calibrated = tmp_path / "model"
+    shutil.copytree(model_dir, calibrated)
+    save_copy_margin(calibrated, 1.5)
+    out = tmp_path / "exp"
+    export(calibrated, out, formats=["onnx"])
+    fixer = SpellCorrector(out, "onnxruntime", max_new_tokens=24)
+    assert fixer.copy_margin == 1.5
+    decisions = SpellCorrector(out, "onnxruntime", max_new_tokens=24, copy_margin=None).copy_decisions(queries[:16])
+    assert fixer.correct(queries[:16]) == [d.choose(1.5) for d in decisions]
+
+
 def test_int8_graphs_run_in_the_same_runtime(exported, queries):
     fixer = SpellCorrector(exported[0], "onnxruntime", precision="int8", max_new_tokens=24)
     out = fixer.correct(queries[:8])

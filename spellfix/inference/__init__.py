@@ -7,7 +7,7 @@ numpy, so the same code runs inside Triton's python backend. The torch backend i
 
 from __future__ import annotations
 
-from spellfix.inference.corrector import PRECISIONS, SpellCorrector
+from spellfix.inference.corrector import PRECISIONS, CopyDecision, SpellCorrector
 from spellfix.inference.decoding import DecodingOptions, generate
 from spellfix.inference.tokenization import OverlongQueryError
 from spellfix.inference.text import check_queries, normalize_query
@@ -16,6 +16,7 @@ __all__ = [
     "PRECISIONS",
     "DecodingOptions",
     "OverlongQueryError",
+    "CopyDecision",
     "SpellCorrector",
     "check_queries",
     "generate",

@@ -2,7 +2,11 @@
 
 The pipeline per query is the one training used: validate (str or UTF-8 bytes) -> normalise (the
 scorer's rule: strip, collapse whitespace, lower-case) -> optional candidate annotation (when the
-model was trained with it, ``spellfix.json: candidates.enabled``) -> ``<s> tokens </s>`` -> decode.
+model was trained with it, ``spellfix.json: candidates.enabled``) -> ``<s> tokens </s>`` -> decode
+-> optional copy margin: the decoder's answer replaces the query only when the model scores it at
+least ``copy_margin`` nats above the query itself (``spellfix.json: decoding.copy_margin``, chosen
+on a dev set by ``spellfix calibrate``). A small model that is unsure should leave a search query
+alone: a wrong "fix" of a correct query costs more than a missed fix.
 Queries are sorted by length and decoded in batches of ``batch_size`` (less padding), then put back
 in the caller's order. An empty query gives an empty output without running the model.
 
@@ -13,19 +17,41 @@ class works inside a lean serving environment (Triton's python backend) from an 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 
 from spellfix.inference import layout
 from spellfix.inference.backends import BACKENDS, Backend
-from spellfix.inference.decoding import DecodingOptions, generate
+from spellfix.inference.decoding import DecodingOptions, generate, score_sequences
 from spellfix.inference.tokenization import QueryTokenizer
 from spellfix.inference.text import check_queries, normalize_query
 
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "int8", "fp16")
+#: ``copy_margin="model"``: take the margin saved with the model (none saved: off)
+FROM_MODEL = "model"
+
+
+@dataclass(frozen=True)
+class CopyDecision:
+    """The decoder's answer next to "leave the query alone", for one query.
+
+    ``gain`` is logP(decoded) - logP(query) under the model (nats); 0.0 when the decoder already
+    returned the query. The corrector outputs ``decoded`` when ``gain > copy_margin``, else ``query``.
+    """
+
+    query: str
+    decoded: str
+    gain: float
+
+    def choose(self, copy_margin: float | None) -> str:
+        if copy_margin is None or self.gain > copy_margin:
+            return self.decoded
+        return self.query
 
 
 class SpellCorrector:
@@ -37,6 +63,8 @@ class SpellCorrector:
     ``int8`` (``onnx-int8/``); the tensorrt backend uses the engines in ``tensorrt/``.
     ``backend_options``: passed to the backend (onnxruntime: ``providers``, ``intra_op_num_threads``,
     ``session_options``; torch: ``device``, ``dtype``; tensorrt: ``engine_dir``, ``device``).
+    ``copy_margin``: ``"model"`` (default) uses the margin saved in the model's ``spellfix.json``;
+    a number overrides it; ``None`` turns it off (the raw decoder output).
     """
 
     def __init__(
@@ -51,6 +79,7 @@ class SpellCorrector:
         on_overlong: str = "truncate",
         precision: str = "fp32",
         backend_options: Mapping[str, Any] | None = None,
+        copy_margin: float | str | None = FROM_MODEL,
     ):
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -93,6 +122,11 @@ class SpellCorrector:
             min_new_tokens=min_new_tokens,
             num_beams=num_beams,
         )
+        if copy_margin == FROM_MODEL:
+            copy_margin = self.settings.copy_margin
+        elif copy_margin is not None and (isinstance(copy_margin, (bool, str)) or not isinstance(copy_margin, (int, float))):
+            raise ValueError(f"copy_margin must be a number, None or {FROM_MODEL!r}, got {copy_margin!r}")
+        self.copy_margin: float | None = None if copy_margin is None else float(copy_margin)
         self._annotator: Any = None
         if self.settings.candidates_enabled:
             from spellfix.data.candidates import CandidateAnnotator, CandidatesConfig  # only models trained with it
@@ -101,34 +135,75 @@ class SpellCorrector:
 
     def encoder_texts(self, queries: Sequence[str | bytes]) -> list[str]:
         """The exact encoder input text per query (normalised, annotated when the model expects it)."""
-        texts = [normalize_query(q) for q in check_queries(queries)]
-        if self._annotator is not None:
-            texts = [self._annotator.annotate(t) if t else t for t in texts]
-        return texts
+        return [self._annotate(t) for t in self._normalized(queries)]
+
+    def _normalized(self, queries: Sequence[str | bytes]) -> list[str]:
+        return [normalize_query(q) for q in check_queries(queries)]
+
+    def _annotate(self, text: str) -> str:
+        return self._annotator.annotate(text) if self._annotator is not None and text else text
 
     def generate_ids(self, queries: Sequence[str | bytes]) -> list[list[int]]:
-        """Generated token ids per query (ending with eos when finished); [] for an empty query."""
-        texts = self.encoder_texts(queries)
-        results: list[list[int]] = [[] for _ in texts]
+        """Output token ids per query (ending with eos when finished; [] for an empty query), after
+        the copy margin when one is set (the query's own ids where the correction does not win)."""
+        texts = self._normalized(queries)
+        decoded, copies, gains = self._decode(texts, score_copy=self.copy_margin is not None)
+        if self.copy_margin is None:
+            return decoded
+        return [copy if gain <= self.copy_margin else ids for ids, copy, gain in zip(decoded, copies, gains)]
+
+    def copy_decisions(self, queries: Sequence[str | bytes]) -> list[CopyDecision]:
+        """Per query: the normalised query, the raw decoder answer and how much the model prefers
+        it (``gain``). ``spellfix calibrate`` picks the copy margin from these on a dev set."""
+        texts = self._normalized(queries)
+        decoded, _, gains = self._decode(texts, score_copy=True)
+        return [CopyDecision(t, d, g) for t, d, g in zip(texts, self.tokenizer.decode(decoded), gains)]
+
+    def _decode(self, texts: list[str], *, score_copy: bool) -> tuple[list[list[int]], list[list[int]], list[float]]:
+        """Decoded ids, the query's own target ids, and gain = logP(decoded) - logP(query) per text."""
+        decoded: list[list[int]] = [[] for _ in texts]
+        copies: list[list[int]] = [[] for _ in texts]
+        gains = [0.0] * len(texts)
         todo = [i for i, t in enumerate(texts) if t]
         if not todo:
-            return results
-        encoded = self.tokenizer.encode_ids([texts[i] for i in todo])
+            return decoded, copies, gains
+        encoded = self.tokenizer.encode_ids([self._annotate(texts[i]) for i in todo])
+        targets = self.tokenizer.encode_targets([texts[i] for i in todo], self.options.max_new_tokens)
         order = sorted(range(len(todo)), key=lambda j: len(encoded[j]))
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
             batch = self.tokenizer.pad([encoded[j] for j in chunk])
             outputs = generate(self.backend, batch.input_ids, batch.attention_mask, self.options)
-            for j, ids in zip(chunk, outputs):
-                results[todo[j]] = ids
-        return results
+            chunk_gains = self._copy_gains(batch, outputs, [targets[j] for j in chunk]) if score_copy else [0.0] * len(chunk)
+            for j, ids, gain in zip(chunk, outputs, chunk_gains):
+                decoded[todo[j]], copies[todo[j]], gains[todo[j]] = ids, targets[j], gain
+        return decoded, copies, gains
+
+    def _copy_gains(self, batch: Any, outputs: list[list[int]], copies: list[list[int]]) -> list[float]:
+        """logP(output) - logP(copy) per row, scored only where they differ (one extra teacher-forced
+        pass over both sequences of those rows, on every backend)."""
+        gains = [0.0] * len(outputs)
+        differ = [i for i, (out, copy) in enumerate(zip(outputs, copies)) if out != copy]
+        if not differ:
+            return gains
+        rows = np.asarray(differ)
+        state = self.backend.encode(batch.input_ids[rows], batch.attention_mask[rows])
+        state = self.backend.select_rows(state, np.repeat(np.arange(len(rows)), 2))
+        pairs = [seq for i in differ for seq in (outputs[i], copies[i])]
+        scores = score_sequences(self.backend, state, pairs, self.options.decoder_start_token_id, self.options.pad_token_id)
+        for k, i in enumerate(differ):
+            gains[i] = float(scores[2 * k] - scores[2 * k + 1])
+        return gains
 
     def correct(self, queries: Sequence[str | bytes]) -> list[str]:
         """One correction per query, in order. Raises TypeError/ValueError naming the bad query."""
         return self.tokenizer.decode(self.generate_ids(queries))
 
     def __repr__(self) -> str:
-        return f"SpellCorrector({str(self.model_dir)!r}, backend={self.backend_name!r}, num_beams={self.options.num_beams})"
+        return (
+            f"SpellCorrector({str(self.model_dir)!r}, backend={self.backend_name!r}, "
+            f"num_beams={self.options.num_beams}, copy_margin={self.copy_margin})"
+        )
 
 
 def _load_torch(model: str | Path, options: dict[str, Any]) -> tuple[Backend, Any, layout.InputSettings, Path | str]:

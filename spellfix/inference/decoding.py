@@ -186,3 +186,29 @@ def _beam_search(backend: Backend, state: object, batch: int, options: DecodingO
         state = backend.select_rows(state, flat_parent)
         tokens = beam_tokens.reshape(-1, 1).astype(np.int64)
     return [hyps[b].best() for b in range(batch)]
+
+
+def score_sequences(backend: Backend, state: object, sequences: list[list[int]], decoder_start_token_id: int, pad_token_id: int) -> np.ndarray:
+    """Sum of log-probabilities of each row's ``sequences[i]`` (ids ending with eos) given row i of
+    the encoder ``state``, by teacher forcing through the same ``decode_step`` the loop uses.
+
+    Why: comparing the decoder's answer with "leave the query alone" on one scale (the copy margin)
+    needs both scored by the model, and every backend can run this without extra graphs.
+    """
+    if len(sequences) == 0:
+        return np.zeros(0, dtype=np.float64)
+    lengths = np.array([len(s) for s in sequences])
+    if (lengths < 1).any():
+        raise ValueError("every sequence to score needs at least one token (its eos)")
+    targets = np.full((len(sequences), int(lengths.max())), pad_token_id, dtype=np.int64)
+    for row, seq in enumerate(sequences):
+        targets[row, : len(seq)] = seq
+    totals = np.zeros(len(sequences), dtype=np.float64)
+    tokens = np.full((len(sequences), 1), decoder_start_token_id, dtype=np.int64)
+    for step in range(targets.shape[1]):
+        logits, state = backend.decode_step(state, tokens, full_logits=True)
+        log_probs = _log_softmax(np.asarray(logits, dtype=np.float32))
+        live = lengths > step
+        totals[live] += log_probs[live, targets[live, step]]
+        tokens = targets[:, step : step + 1]
+    return totals

@@ -72,6 +72,8 @@ class InputSettings:
     pad_token_id: int = PAD_ID
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
     candidates: dict[str, Any] = field(default_factory=lambda: {"enabled": False})
+    #: keep the query unless logP(correction) - logP(query) exceeds this (``spellfix calibrate``); None: off
+    copy_margin: float | None = None
 
     @property
     def candidates_enabled(self) -> bool:
@@ -128,6 +130,14 @@ def read_input_settings(model_dir: str | Path) -> InputSettings:
         if not isinstance(candidates, dict):
             raise ValueError(f"{settings_path}: candidates must be an object, got {type(candidates).__name__}")
         values["candidates"] = candidates
+        decoding = card.get("decoding") or {}
+        if not isinstance(decoding, dict):
+            raise ValueError(f"{settings_path}: decoding must be an object, got {type(decoding).__name__}")
+        margin = decoding.get("copy_margin")
+        if margin is not None:
+            if isinstance(margin, bool) or not isinstance(margin, (int, float)):
+                raise ValueError(f"{settings_path}: decoding.copy_margin: expected a number or null, got {margin!r}")
+            values["copy_margin"] = float(margin)
     gen_path = find_file(model_dir, GENERATION_CONFIG_FILE)
     if gen_path is not None:
         gen = _read_json(gen_path)

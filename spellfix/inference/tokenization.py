@@ -79,6 +79,12 @@ class QueryTokenizer:
             out.append([self.bos_id, *body, self.eos_id])
         return out
 
+    def encode_targets(self, texts: Sequence[str], max_length: int) -> list[list[int]]:
+        """``tokens </s>`` per text, the training labels' convention (``modeling.encode_targets``):
+        what the decoder would generate to reproduce ``text``. Used to score "leave it alone"."""
+        bodies = [enc.ids for enc in self.tokenizer.encode_batch(list(texts), add_special_tokens=False)]
+        return [[*body[: max_length - 1], self.eos_id] for body in bodies]
+
     def pad(self, sequences: Sequence[Sequence[int]]) -> EncodedBatch:
         length = max(len(s) for s in sequences)
         ids = np.full((len(sequences), length), self.pad_id, dtype=np.int64)

@@ -1,0 +1,118 @@
+"""Choose a model's copy margin on a dev set and save it with the model (``spellfix calibrate``).
+
+Why: a search-query corrector must not "fix" queries that were fine (artist names, rare words). A
+small model decodes *something* for every query; the copy margin keeps the query unless the model
+prefers its correction by more than ``margin`` nats (``logP(decoded) - logP(query)``). One scalar,
+picked on the dev set by decoding it once: every margin's figures follow from the recorded gains,
+so the sweep is exact and costs no further decoding. The margin is written to the model's
+``spellfix.json`` (``decoding.copy_margin``), so export, ONNX Runtime, TensorRT and Triton all use it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from spellfix.evaluation import normalize
+from spellfix.fsutil import write_json_atomic
+from spellfix.inference.corrector import CopyDecision
+
+OBJECTIVES = ("exact_match", "fix_minus_fpr")
+
+
+@dataclass(frozen=True)
+class MarginPoint:
+    """Dev figures at one copy margin (``None``: no margin, the raw decoder output)."""
+
+    margin: float | None
+    fixed: float  # share of misspelled rows corrected exactly
+    false_positive_rate: float  # share of correct rows changed
+    exact_match: float  # share of all rows right
+
+
+def sweep(decisions: Sequence[CopyDecision], references: Sequence[str]) -> list[MarginPoint]:
+    """Figures at every margin that changes an outcome: no margin (every decoded answer), one
+    threshold between each pair of neighbouring gains (midpoints, so a margin never sits on a
+    measured gain), and one above them all (always keep the query)."""
+    if len(decisions) != len(references):
+        raise ValueError(f"{len(decisions)} decisions for {len(references)} references")
+    if not decisions:
+        raise ValueError("calibration needs at least one dev row")
+    refs = [normalize(r) for r in references]
+    gains = sorted({d.gain for d in decisions if d.decoded != d.query})
+    margins: list[float | None] = [None]
+    if gains:
+        margins += [(a + b) / 2 for a, b in zip(gains, gains[1:])]
+        margins.append(gains[-1] + 1.0)  # always keep the query
+    return [_score(decisions, refs, m) for m in margins]
+
+
+def _score(decisions: Sequence[CopyDecision], refs: Sequence[str], margin: float | None) -> MarginPoint:
+    misspelled = fixed = correct = changed = right = 0
+    for decision, ref in zip(decisions, refs):
+        output = decision.choose(margin)
+        right += output == ref
+        if decision.query == ref:
+            correct += 1
+            changed += output != ref
+        else:
+            misspelled += 1
+            fixed += output == ref
+    return MarginPoint(
+        margin=margin,
+        fixed=fixed / misspelled if misspelled else math.nan,
+        false_positive_rate=changed / correct if correct else math.nan,
+        exact_match=right / len(refs),
+    )
+
+
+def choose(points: Sequence[MarginPoint], *, objective: str = "exact_match", max_fpr: float | None = None) -> MarginPoint:
+    """The best point: highest ``objective`` among points whose false-positive rate is at most
+    ``max_fpr`` (when given); ties go to the larger margin (the more conservative corrector)."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    allowed = [p for p in points if max_fpr is None or not p.false_positive_rate > max_fpr]
+    if not allowed:
+        raise ValueError(f"no margin keeps the false-positive rate at or below {max_fpr}")
+
+    def key(p: MarginPoint) -> tuple[float, float]:
+        value = p.exact_match if objective == "exact_match" else p.fixed - p.false_positive_rate
+        return (value, -math.inf if p.margin is None else p.margin)
+
+    return max(allowed, key=key)
+
+
+def save_copy_margin(model_dir: str | os.PathLike[str], margin: float | None, *, provenance: dict[str, Any] | None = None) -> Path:
+    """Write ``decoding.copy_margin`` into the model dir's ``spellfix.json`` (atomically)."""
+    from spellfix.inference import layout
+
+    path = Path(model_dir) / layout.SETTINGS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found; calibrate a spellfix model dir (training output, best/, final/ or an export dir)")
+    card = json.loads(path.read_text(encoding="utf-8"))
+    decoding = dict(card.get("decoding") or {})
+    decoding["copy_margin"] = margin
+    if provenance:
+        decoding["copy_margin_chosen_on"] = provenance
+    card["decoding"] = decoding
+    write_json_atomic(path, card)
+    return path
+
+
+def format_sweep(points: Sequence[MarginPoint], chosen: MarginPoint, *, rows: int = 9) -> str:
+    """A short table: no margin, the chosen one, and evenly spread points in between."""
+    picks = {0, len(points) - 1, points.index(chosen)}
+    if len(points) > 2:
+        step = max(1, (len(points) - 1) // max(1, rows - 3))
+        picks.update(range(0, len(points), step))
+    lines = ["| copy margin | fixed | false positives | exact match |", "|---|---:|---:|---:|"]
+    for i in sorted(picks):
+        p = points[i]
+        label = "off" if p.margin is None else f"{p.margin:.3f}"
+        mark = " **chosen**" if p is chosen else ""
+        lines.append(f"| {label}{mark} | {p.fixed:.1%} | {p.false_positive_rate:.1%} | {p.exact_match:.1%} |")
+    return "\n".join(lines)

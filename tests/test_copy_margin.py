@@ -1,0 +1,169 @@
+"""The copy margin: teacher-forced scoring, the keep-the-query rule, calibration and its CLI."""
+
+from __future__ import annotations
+
+import json
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from spellfix import calibration  # noqa: E402
+from spellfix.cli import main  # noqa: E402
+from spellfix.inference import CopyDecision, SpellCorrector  # noqa: E402
+from spellfix.inference.decoding import score_sequences  # noqa: E402
+from test_inference_fixtures import dev_pairs, train_tiny_model  # noqa: E402
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return train_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="module")
+def raw(model_dir):
+    return SpellCorrector(model_dir, "torch", max_new_tokens=24, copy_margin=None)
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    """Misspelled queries and their corrections as correct queries: both kinds of dev rows."""
+    misspelled = dev_pairs(24, offset=30)
+    return misspelled + [(c, c) for _, c in misspelled[:12]]
+
+
+def _hf_log_likelihood(model_dir, source_ids: list[int], target_ids: list[int]) -> float:
+    from spellfix.modeling import load_pretrained
+
+    model, _ = load_pretrained(model_dir)
+    model.eval()
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([source_ids]), labels=torch.tensor([target_ids])).logits[0]
+    log_probs = torch.log_softmax(logits.float(), dim=-1)
+    return float(log_probs[torch.arange(len(target_ids)), torch.tensor(target_ids)].sum())
+
+
+def test_scored_sequences_equal_the_models_teacher_forced_log_likelihood(raw, model_dir, pairs):
+    texts = [q for q, _ in pairs[:6]]
+    sources = raw.tokenizer.encode_ids(raw.encoder_texts(texts))
+    targets = raw.tokenizer.encode_targets([c for _, c in pairs[:6]], raw.options.max_new_tokens)
+    batch = raw.tokenizer.pad(sources)
+    state = raw.backend.encode(batch.input_ids, batch.attention_mask)
+    ours = score_sequences(raw.backend, state, targets, raw.options.decoder_start_token_id, raw.options.pad_token_id)
+    assert len({len(t) for t in targets}) > 1  # rows of different lengths share the padded loop
+    for row in range(len(texts)):
+        assert ours[row] == pytest.approx(_hf_log_likelihood(model_dir, sources[row], targets[row]), abs=1e-3)
+
+
+def test_gain_is_decoded_minus_copy_score_and_zero_when_the_decoder_copies(raw, model_dir, pairs):
+    decisions = raw.copy_decisions([q for q, _ in pairs])
+    differing = [d for d in decisions if d.decoded != d.query]
+    assert differing, "the tiny model should change some queries"
+    # A row whose answer is the query itself is not rescored: gain 0 (the other row is scored).
+    batch = raw.tokenizer.pad(raw.tokenizer.encode_ids(raw.encoder_texts([pairs[0][0], pairs[1][0]])))
+    copies = raw.tokenizer.encode_targets([pairs[0][0], pairs[1][0]], raw.options.max_new_tokens)
+    gains = raw._copy_gains(batch, [copies[0], copies[0]], copies)
+    assert gains[0] == 0.0 and gains[1] != 0.0
+    d = differing[0]
+    source = raw.tokenizer.encode_ids(raw.encoder_texts([d.query]))[0]
+    decoded_ids = raw.generate_ids([d.query])[0]
+    copy_ids = raw.tokenizer.encode_targets([d.query], raw.options.max_new_tokens)[0]
+    expected = _hf_log_likelihood(model_dir, source, decoded_ids) - _hf_log_likelihood(model_dir, source, copy_ids)
+    assert d.gain == pytest.approx(expected, abs=1e-3)
+
+
+def test_margin_decides_between_decoded_and_query(model_dir, raw, pairs):
+    queries = [q for q, _ in pairs]
+    decisions = raw.copy_decisions(queries)
+    gains = sorted(d.gain for d in decisions if d.decoded != d.query)
+    assert raw.correct(queries) == [d.decoded for d in decisions]
+    keep_all = SpellCorrector(model_dir, "torch", max_new_tokens=24, copy_margin=gains[-1] + 1.0)
+    assert keep_all.correct(queries) == [d.query for d in decisions]
+    middle = gains[len(gains) // 2] - 1e-6
+    partial = SpellCorrector(model_dir, "torch", max_new_tokens=24, copy_margin=middle)
+    expected = [d.decoded if d.gain > middle else d.query for d in decisions]
+    assert partial.correct(queries) == expected
+    assert expected != [d.decoded for d in decisions] and expected != [d.query for d in decisions]
+
+
+def test_sweep_figures_follow_from_the_gains():
+    decisions = [
+        CopyDecision("helo", "hello", 3.0),  # misspelled, fixed if margin < 3
+        CopyDecision("wrld", "word", 1.0),  # misspelled, wrong fix either way
+        CopyDecision("abba", "abbey", 0.5),  # correct query, broken if margin < 0.5
+        CopyDecision("queen", "queen", 0.0),  # correct query, decoder copied
+    ]
+    refs = ["hello", "world", "abba", "queen"]
+    points = calibration.sweep(decisions, refs)
+    assert [p.margin for p in points] == [None, 0.75, 2.0, 4.0]
+    assert [(p.fixed, p.false_positive_rate, p.exact_match) for p in points] == [
+        (0.5, 0.5, 0.5),
+        (0.5, 0.0, 0.75),
+        (0.5, 0.0, 0.75),
+        (0.0, 0.0, 0.5),
+    ]
+    assert calibration.choose(points).margin == 2.0  # ties go to the more conservative margin
+    assert calibration.choose(points, max_fpr=0.0, objective="fix_minus_fpr").margin == 2.0
+    with pytest.raises(ValueError, match="objective"):
+        calibration.choose(points, objective="f1")
+
+
+def test_no_margin_meets_an_impossible_fpr_bound():
+    points = calibration.sweep([CopyDecision("a", "b", 1.0)], ["a"])
+    assert calibration.choose(points, max_fpr=0.0).margin == 2.0  # keeping the query is always allowed
+    with pytest.raises(ValueError, match="false-positive"):
+        calibration.choose(points[:1], max_fpr=0.0)
+
+
+def test_calibrate_cli_saves_the_margin_that_correct_and_evaluate_then_use(model_dir, tmp_path, pairs, capsys):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(model_dir, model)
+    dev = tmp_path / "dev.jsonl"
+    dev.write_text("".join(json.dumps({"query": q, "correction": c}) + "\n" for q, c in pairs), encoding="utf-8")
+    assert main(["calibrate", "--model", str(model), "--data", str(dev), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "**chosen**" in out and "saved decoding.copy_margin=" in out
+    card = json.loads((model / "spellfix.json").read_text())
+    margin = card["decoding"]["copy_margin"]
+    assert card["decoding"]["copy_margin_chosen_on"]["rows"] == len(pairs)
+    fixer = SpellCorrector(model, "torch")
+    assert fixer.copy_margin == margin
+    result = tmp_path / "eval.json"
+    assert main(["evaluate", "--model", str(model), "--data", str(dev), "--json", str(result)]) == 0
+    metrics = json.loads(result.read_text())
+    assert metrics["copy_margin"] == margin
+    points = calibration.sweep(SpellCorrector(model, "torch", copy_margin=None).copy_decisions([q for q, _ in pairs]), [c for _, c in pairs])
+    best = calibration.choose(points)
+    assert metrics["exact_match"] == pytest.approx(best.exact_match)
+
+
+def test_a_bad_margin_in_spellfix_json_names_the_file(model_dir, tmp_path):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(model_dir, model)
+    card = json.loads((model / "spellfix.json").read_text())
+    card["decoding"] = {"copy_margin": "high"}
+    (model / "spellfix.json").write_text(json.dumps(card))
+    with pytest.raises(ValueError, match=r"spellfix\.json: decoding\.copy_margin"):
+        SpellCorrector(model, "torch")
+    with pytest.raises(ValueError, match="copy_margin must be"):
+        SpellCorrector(model_dir, "torch", copy_margin="high")
+
+
+def test_cli_copy_margin_flag_overrides_the_saved_one(model_dir, capsys):
+    queries = [q for q, _ in dev_pairs(6, offset=30)]
+    assert main(["correct", "--model", str(model_dir), "--copy-margin", "1e9", *queries]) == 0
+    kept = capsys.readouterr().out.split("\n")[:-1]
+    assert kept == [" ".join(q.lower().split()) for q in queries]
+    assert main(["correct", "--model", str(model_dir), "--copy-margin", "soon", queries[0]]) == 2
+    assert "--copy-margin" in capsys.readouterr().err
