@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 import sys
 
 import pytest
@@ -107,3 +108,18 @@ def test_candidates_module_imports_without_torch():
 def test_one_edit_dictionary_caps_the_suspicious_search():
     a = CandidateAnnotator(CandidatesConfig(enabled=True, max_edit_distance=1))
     assert a.annotate("kickstart my hart").startswith("kickstart my hart | hart: heart")
+
+
+def test_parallel_annotation_equals_serial_and_keeps_order(monkeypatch):
+    import json
+
+    from spellfix.config import DataConfig
+    from spellfix.data import pipeline
+
+    dev = Path(__file__).resolve().parents[1] / "data" / "dev.jsonl"
+    queries = [json.loads(line)["query"] for line in dev.read_text(encoding="utf-8").splitlines()[:80]]
+    formatter = pipeline.SourceFormatter(DataConfig(candidates=CandidatesConfig(enabled=True)))
+    serial = formatter(queries)
+    monkeypatch.setattr(pipeline, "PARALLEL_MIN_QUERIES", 0)
+    assert formatter(queries, workers=2) == serial
+    assert any(" | " in text for text in serial)

@@ -121,7 +121,8 @@ def train(
     # ---- data and tokenizer -----------------------------------------------------------------
     queries, corrections = load_training_pairs(recipe.data, seed=t.seed)
     formatter = SourceFormatter(recipe.data)
-    sources = formatter(queries)
+    # every process annotates the same queries; split the machine's cores between them
+    sources = formatter(queries, workers=max(1, (os.cpu_count() or 1) // world), progress=main and progress)
     with accelerator.main_process_first():
         model, tokenizer = _model_and_tokenizer(recipe, out, sources + corrections, main)
     cache_dir = Path(recipe.data.cache_dir) if recipe.data.cache_dir else out / "cache"
