@@ -56,7 +56,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from spellfix.inference import SpellCorrector
 
     rows, _ = read_pairs(args.data)
-    rows = rows[: args.limit] if args.limit else rows
+    if args.limit is not None and args.limit < len(rows):
+        if args.limit < 1:
+            raise ValueError(f"--limit must be >= 1, got {args.limit}")
+        rows = [rows[i * len(rows) // args.limit] for i in range(args.limit)]  # spread: keeps the file's mix of rows
     corrector = SpellCorrector(args.model, backend=args.backend, batch_size=args.batch_size, copy_margin=None)
     decisions = []
     step = args.batch_size * 4
@@ -206,8 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="dev pair file with misspelled and correct queries")
     p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"])
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--limit", type=int, help="use the first N rows only")
-    p.add_argument("--objective", default="exact_match", choices=["exact_match", "fix_minus_fpr"], help="what the margin maximises")
+    p.add_argument("--limit", type=int, help="use N rows spread evenly over the file")
+    p.add_argument("--objective", default="exact_match", choices=["exact_match", "fixed"], help="what the margin maximises: exact match over all rows, or the fix rate (with --max-fpr as the budget of changed correct queries)")
     p.add_argument("--max-fpr", type=float, help="only margins whose false-positive rate is at most this (0-1)")
     p.add_argument("--dry-run", action="store_true", help="print the sweep, save nothing")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

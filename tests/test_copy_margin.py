@@ -110,7 +110,8 @@ def test_sweep_figures_follow_from_the_gains():
         (0.0, 0.0, 0.5),
     ]
     assert calibration.choose(points).margin == 2.0  # ties go to the more conservative margin
-    assert calibration.choose(points, max_fpr=0.0, objective="fix_minus_fpr").margin == 2.0
+    assert calibration.choose(points, objective="fixed").margin == 2.0  # same fix rate: the larger margin
+    assert calibration.choose(points, objective="fixed", max_fpr=0.0).margin == 2.0
     with pytest.raises(ValueError, match="objective"):
         calibration.choose(points, objective="f1")
 
@@ -167,3 +168,16 @@ def test_cli_copy_margin_flag_overrides_the_saved_one(model_dir, capsys):
     assert kept == [" ".join(q.lower().split()) for q in queries]
     assert main(["correct", "--model", str(model_dir), "--copy-margin", "soon", queries[0]]) == 2
     assert "--copy-margin" in capsys.readouterr().err
+
+
+def test_calibrate_limit_spreads_rows_over_the_file(model_dir, tmp_path, pairs, capsys):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(model_dir, model)
+    dev = tmp_path / "dev.jsonl"
+    dev.write_text("".join(json.dumps({"query": q, "correction": c}) + "\n" for q, c in pairs), encoding="utf-8")
+    assert main(["calibrate", "--model", str(model), "--data", str(dev), "--limit", "12", "--no-progress"]) == 0
+    assert json.loads((model / "spellfix.json").read_text())["decoding"]["copy_margin_chosen_on"]["rows"] == 12
+    assert main(["calibrate", "--model", str(model), "--data", str(dev), "--limit", "0", "--no-progress"]) == 2
+    assert "--limit" in capsys.readouterr().err
