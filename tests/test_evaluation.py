@@ -162,6 +162,18 @@ def test_write_json_atomic_replaces_the_file_whole(tmp_path):
     path = write_json_atomic(tmp_path / "a.json", {"x": 1})
     write_json_atomic(path, {"x": 2})
     assert json.loads(path.read_text()) == {"x": 2}
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]  # no temp file left behind
+
+
+def test_atomic_writes_get_the_umask_mode_not_mkstemps_0600(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        path = write_json_atomic(tmp_path / "a.json", {"x": 1})
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
 
 
 def test_evaluation_imports_without_torch():
