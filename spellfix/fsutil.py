@@ -36,6 +36,14 @@ def _umask() -> int:
     return mask
 
 
+def _apply_umask_modes(root: Path) -> None:
+    mask = _umask()
+    os.chmod(root, 0o777 & ~mask)
+    for path in root.rglob("*"):
+        if not path.is_symlink():
+            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
+
+
 def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> Path:
     """Indented JSON with a trailing newline, written atomically."""
     return write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
@@ -45,8 +53,10 @@ def replace_dir(tmp: Path, output: Path) -> None:
     """Move a completely written ``tmp`` dir to ``output``, replacing an existing one.
 
     The old dir is first renamed aside, so at every moment ``output`` is either the old complete
-    dir or the new complete one (never a mix), then deleted.
+    dir or the new complete one (never a mix), then deleted. Modes are set as a plain mkdir/open
+    would (mkdtemp makes 0700, and some writers 0600), so a model dir can be shared or shipped.
     """
+    _apply_umask_modes(tmp)
     if output.exists():
         old = output.with_name(f".{output.name}.old")
         shutil.rmtree(old, ignore_errors=True)

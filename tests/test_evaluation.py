@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -174,6 +175,25 @@ def test_atomic_writes_get_the_umask_mode_not_mkstemps_0600(tmp_path):
     finally:
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_replaced_dirs_get_umask_modes(tmp_path):
+    import os
+    import tempfile
+
+    from spellfix.fsutil import replace_dir
+
+    tmp = Path(tempfile.mkdtemp(dir=tmp_path))
+    (tmp / "sub").mkdir()
+    (tmp / "sub" / "w.bin").write_bytes(b"x")
+    os.chmod(tmp / "sub" / "w.bin", 0o600)
+    old = os.umask(0o022)
+    try:
+        replace_dir(tmp, tmp_path / "model")
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in [tmp_path / "model", *(tmp_path / "model").rglob("*")]}
+    assert modes == {"model": 0o755, "sub": 0o755, "w.bin": 0o644}
 
 
 def test_evaluation_imports_without_torch():
