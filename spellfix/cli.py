@@ -15,6 +15,9 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
+#: the corrector shipped in models/ (spellfix.modeling.DEFAULT_MODEL; not imported: torch stays unloaded here)
+DEFAULT_MODEL = "spell-small-cpu"
+
 EXIT_USER_ERROR = 2
 EXIT_SIGTERM = 143
 
@@ -229,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("correct", help="correct queries given as arguments or on stdin")
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"model dir, export dir, shipped model name or hub id (default: the shipped {DEFAULT_MODEL})")
     p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"])
     p.add_argument("--num-beams", type=int, default=1)
     p.add_argument("--copy-margin", default="model", metavar="NATS", help="keep the query unless the correction scores this many nats above it: 'model' (the margin `spellfix calibrate` saved), 'off', or a number")

@@ -155,14 +155,23 @@ def load_pretrained(path: str | Path, dropout: float | None = None) -> tuple[Pre
     return model, tokenizer
 
 
+#: models shipped with the repository (``models/<name>/``), loadable by name: ``--model spell-small-cpu``
+SHIPPED_MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+DEFAULT_MODEL = "spell-small-cpu"
+
+
 def resolve_model_dir(path: str | Path) -> str | Path:
     """Map a training output dir or export dir to the directory that holds the weights.
 
     `M` in the CLI may be a training output dir (-> best/ or final/), a checkpoint dir, an export dir
-    (-> hf/), or a hub id (returned unchanged).
+    (-> hf/), the name of a model shipped in ``models/`` (e.g. ``spell-small-cpu``), or a hub id
+    (returned unchanged).
     """
     p = Path(path)
     if not p.exists():
+        shipped = SHIPPED_MODELS_DIR / str(path)
+        if "/" not in str(path) and (shipped / "config.json").is_file():
+            return shipped
         return str(path)  # hub id
     if (p / "config.json").exists():
         return p

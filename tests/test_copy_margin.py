@@ -181,3 +181,16 @@ def test_calibrate_limit_spreads_rows_over_the_file(model_dir, tmp_path, pairs, 
     assert json.loads((model / "spellfix.json").read_text())["decoding"]["copy_margin_chosen_on"]["rows"] == 12
     assert main(["calibrate", "--model", str(model), "--data", str(dev), "--limit", "0", "--no-progress"]) == 2
     assert "--limit" in capsys.readouterr().err
+
+
+def test_a_shipped_model_name_resolves_to_models_dir(model_dir, tmp_path, monkeypatch):
+    import shutil
+
+    from spellfix import modeling
+
+    shutil.copytree(model_dir, tmp_path / "models" / "spell-small-cpu")
+    monkeypatch.setattr(modeling, "SHIPPED_MODELS_DIR", tmp_path / "models")
+    monkeypatch.chdir(tmp_path)  # "spell-small-cpu" is not a path from here
+    assert modeling.resolve_model_dir("spell-small-cpu") == tmp_path / "models" / "spell-small-cpu"
+    assert modeling.resolve_model_dir("facebook/bart-base") == "facebook/bart-base"
+    assert SpellCorrector("spell-small-cpu", "torch").correct(["beatles"]) == SpellCorrector(model_dir, "torch").correct(["beatles"])
