@@ -213,6 +213,12 @@ def render_markdown(report: dict[str, Any]) -> str:
             bar_fp = min(e["false_positive_rate"] or 0 for e in peers)
             lines.append("")
             lines.append(f"Bar to beat on both at once: fix > {_pct(bar_fix)} and false-pos < {_pct(bar_fp)}.")
+            for e in entries:
+                if e["name"] not in PEER_NAMES and e["name"] not in BASELINE_NAMES:
+                    beats = (e["exact_match_misspelled"] or 0) > bar_fix and (e["false_positive_rate"] or 0) < bar_fp
+                    margin = e.get("copy_margin")
+                    setting = f" (copy margin {margin:.2f} nats)" if margin is not None else ""
+                    lines.append(f"{e['name']}{setting} clears it: **{'yes' if beats else 'no'}**.")
         breakdown = first.get("breakdown") or {}
         for group in ("error_type", "domain"):
             if group not in breakdown:
@@ -315,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
             result = run_one(system, rows, batch_size=args.batch_size, latency_sample=args.latency_sample)
             entries.append({
                 "name": system_name, "dataset": set_name, "identity_rows_added": added, "load_s": load_s,
+                "model": args.model if system_name == "spellfix" else None,
+                "copy_margin": getattr(system, "copy_margin", None),
                 "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "loadavg": os.getloadavg()[0], **result,
             })
     report: dict[str, Any] = {

@@ -85,3 +85,20 @@ def test_accuracy_bench_needs_a_model_for_spellfix(tmp_path):
     bench = _load_bench()
     with pytest.raises(SystemExit):
         bench.main(["--systems", "spellfix", "--output-dir", str(tmp_path)])
+
+
+def test_accuracy_markdown_says_whether_spellfix_clears_the_peers_bar():
+    bench = _load_bench()
+
+    def entry(name, fix, fp, margin=None):
+        return {"name": name, "dataset": "dev", "n_misspelled": 10, "n_correct": 10, "exact_match_misspelled": fix,
+                "false_positive_rate": fp, "word_correction_rate": fix, "cer": 0.1, "queries_per_s": 1.0,
+                "queries_per_cpu_s": 1.0, "p50_ms": 1.0, "p99_ms": 2.0, "copy_margin": margin}
+
+    report = {"command": "x", "machine": {"loadavg_before": [0.0], "loadavg_after": [0.0], "cpu_count": 2}, "entries": [
+        entry("symspell", 0.37, 0.20), entry("pyspellchecker", 0.39, 0.16), entry("spellfix", 0.45, 0.10, 1.5)]}
+    md = bench.render_markdown(report)
+    assert "fix > 39.0% and false-pos < 16.0%" in md
+    assert "spellfix (copy margin 1.50 nats) clears it: **yes**" in md
+    report["entries"][2]["false_positive_rate"] = 0.17
+    assert "spellfix (copy margin 1.50 nats) clears it: **no**" in bench.render_markdown(report)
