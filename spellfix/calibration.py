@@ -88,6 +88,20 @@ def choose(points: Sequence[MarginPoint], *, objective: str = "exact_match", max
     return max(allowed, key=key)
 
 
+def split_check(
+    decisions: Sequence[CopyDecision], references: Sequence[str], *, objective: str = "exact_match", max_fpr: float | None = None
+) -> tuple[MarginPoint, MarginPoint]:
+    """How well a margin chosen on dev carries over: choose on the even rows, score on the odd ones.
+
+    Returns (the point chosen on the even rows, the same margin's figures on the odd rows)."""
+    even, odd = range(0, len(decisions), 2), range(1, len(decisions), 2)
+    if len(odd) == 0:
+        raise ValueError("the split check needs at least two dev rows")
+    chosen = choose(sweep([decisions[i] for i in even], [references[i] for i in even]), objective=objective, max_fpr=max_fpr)
+    held_out = _score([decisions[i] for i in odd], [normalize(references[i]) for i in odd], chosen.margin)
+    return chosen, held_out
+
+
 def save_copy_margin(model_dir: str | os.PathLike[str], margin: float | None, *, provenance: dict[str, Any] | None = None) -> Path:
     """Write ``decoding.copy_margin`` into the model dir's ``spellfix.json`` (atomically)."""
     from spellfix.inference import layout

@@ -71,6 +71,13 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     points = calibration.sweep(decisions, [r["correction"] for r in rows])
     chosen = calibration.choose(points, objective=args.objective, max_fpr=args.max_fpr)
     print(calibration.format_sweep(points, chosen))
+    if len(rows) >= 2:
+        on_even, on_odd = calibration.split_check(decisions, [r["correction"] for r in rows], objective=args.objective, max_fpr=args.max_fpr)
+        print(
+            f"carry-over check: the margin chosen on the even rows ({on_even.margin if on_even.margin is None else round(on_even.margin, 3)}) "
+            f"gives {on_odd.fixed:.1%} fixed / {on_odd.false_positive_rate:.1%} changed on the odd rows "
+            f"(on the even rows: {on_even.fixed:.1%} / {on_even.false_positive_rate:.1%})"
+        )
     if args.dry_run:
         return 0
     provenance = {"data": str(args.data), "rows": len(rows), "objective": args.objective, "max_fpr": args.max_fpr}

@@ -116,6 +116,17 @@ def test_sweep_figures_follow_from_the_gains():
         calibration.choose(points, objective="f1")
 
 
+def test_split_check_chooses_on_even_rows_and_scores_odd_rows():
+    decisions = [
+        CopyDecision("helo", "hello", 3.0), CopyDecision("helo", "hello", 0.5),  # even: fix needs margin < 3
+        CopyDecision("abba", "abbey", 1.0), CopyDecision("abba", "abbey", 2.0),  # even: keep needs margin >= 1
+    ]
+    refs = ["hello", "hello", "abba", "abba"]
+    on_even, on_odd = calibration.split_check(decisions, refs)
+    assert on_even.margin == 2.0 and (on_even.fixed, on_even.false_positive_rate) == (1.0, 0.0)
+    assert (on_odd.fixed, on_odd.false_positive_rate) == (0.0, 0.0)  # odd gains 0.5 and 2.0: both kept at 2.0
+
+
 def test_no_margin_meets_an_impossible_fpr_bound():
     points = calibration.sweep([CopyDecision("a", "b", 1.0)], ["a"])
     assert calibration.choose(points, max_fpr=0.0).margin == 2.0  # keeping the query is always allowed
@@ -132,7 +143,7 @@ def test_calibrate_cli_saves_the_margin_that_correct_and_evaluate_then_use(model
     dev.write_text("".join(json.dumps({"query": q, "correction": c}) + "\n" for q, c in pairs), encoding="utf-8")
     assert main(["calibrate", "--model", str(model), "--data", str(dev), "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "**chosen**" in out and "saved decoding.copy_margin=" in out
+    assert "**chosen**" in out and "saved decoding.copy_margin=" in out and "carry-over check" in out
     card = json.loads((model / "spellfix.json").read_text())
     margin = card["decoding"]["copy_margin"]
     assert card["decoding"]["copy_margin_chosen_on"]["rows"] == len(pairs)
