@@ -11,20 +11,8 @@ from spellfix import calibration  # noqa: E402
 from spellfix.cli import main  # noqa: E402
 from spellfix.inference import CopyDecision, SpellCorrector  # noqa: E402
 from spellfix.inference.decoding import score_sequences  # noqa: E402
-from test_inference_fixtures import dev_pairs, train_tiny_model  # noqa: E402
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return train_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+from test_inference_fixtures import dev_pairs  # noqa: E402
+from test_inference_fixtures import model_dir, one_torch_thread  # noqa: E402,F401 (module fixtures)
 
 
 @pytest.fixture(scope="module")

@@ -20,24 +20,12 @@ from spellfix.export.parity import ParityError, check_parity, reference_greedy  
 from spellfix.export.tensorrt_build import input_shape_ranges, profile_ranges  # noqa: E402
 from spellfix.inference import SpellCorrector, generate  # noqa: E402
 from spellfix.inference import layout  # noqa: E402
-from test_inference_fixtures import dev_pairs, train_tiny_model  # noqa: E402
+from test_inference_fixtures import dev_pairs  # noqa: E402
+from test_inference_fixtures import model_dir, one_torch_thread  # noqa: E402,F401 (module fixtures)
 
 pytestmark = pytest.mark.slow  # one ~15-30 s export shared by the module
 
 FORMATS = ["hf", "onnx", "onnx-int8", "onnx-fp16"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return train_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
 
 
 @pytest.fixture(scope="module")

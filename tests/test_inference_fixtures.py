@@ -1,4 +1,5 @@
-"""Helpers (no tests) shared by test_inference_*.py and test_export_*.py: a tiny trained model.
+"""Helpers (no tests) shared by test_inference_*.py, test_export_*.py and test_copy_margin.py: a tiny
+trained model, and the module fixtures that provide it (import them into a test module to use them).
 
 Output-equality tests need a model whose greedy outputs are not trivial (different lengths,
 eos at different steps): a 1+1-layer d_model-32 MBart trained a few dozen steps on dev pairs does
@@ -11,6 +12,8 @@ from __future__ import annotations
 import json
 import types
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DEV = REPO / "data" / "dev.jsonl"
@@ -90,3 +93,20 @@ def random_tiny_model(architecture: str, vocab_size: int = 300, seed: int = 0):
             if "norm" in name:
                 param.normal_()
     return model
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Torch on one thread for the importing module (restored after it)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """One tiny trained model per importing module."""
+    return train_tiny_model(tmp_path_factory.mktemp("tiny") / "model")

@@ -20,20 +20,8 @@ from spellfix.export.parity import reference_greedy  # noqa: E402
 from spellfix.inference import DecodingOptions, OverlongQueryError, SpellCorrector, generate  # noqa: E402
 from spellfix.inference.backends.torch_backend import TorchBackend  # noqa: E402
 from spellfix.inference.torch_graphs import DecoderGraph, DecoderWithPastGraph, EncoderGraph  # noqa: E402
-from test_inference_fixtures import dev_pairs, random_tiny_model, train_tiny_model  # noqa: E402
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return train_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+from test_inference_fixtures import dev_pairs, random_tiny_model  # noqa: E402
+from test_inference_fixtures import model_dir, one_torch_thread  # noqa: E402,F401 (module fixtures)
 
 
 @pytest.fixture(scope="module")
