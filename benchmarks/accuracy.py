@@ -72,12 +72,9 @@ def load_set(path: Path, limit: int | None = None) -> tuple[list[dict[str, str]]
     Returns (rows, identity_rows_added). ``limit`` keeps that many of the file's rows, spread
     evenly over it, before identity rows are added."""
     sys.path.insert(0, str(REPO))
-    from spellfix.data.readers import read_pairs
+    from spellfix.data.readers import read_pairs, spread_rows
 
-    rows, _ = read_pairs(path)
-    if limit is not None and len(rows) > limit:
-        step = len(rows) / limit
-        rows = [rows[int(i * step)] for i in range(limit)]
+    rows = spread_rows(read_pairs(path)[0], limit)
     if any(r["query"] == r["correction"] for r in rows):
         return rows, False
     correct = sorted({r["correction"] for r in rows})

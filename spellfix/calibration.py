@@ -19,11 +19,21 @@ from typing import Any, Sequence
 
 from spellfix.evaluation import normalize
 from spellfix.fsutil import write_json_atomic
-from spellfix.inference.corrector import CopyDecision
+from spellfix.inference.corrector import CopyDecision, SpellCorrector
 
 #: exact_match: share of all dev rows right (fixes and broken queries weigh the same);
 #: fixed: the fix rate alone, for use with a false-positive budget (``max_fpr``)
 OBJECTIVES = ("exact_match", "fixed")
+
+
+def record_decisions(corrector: SpellCorrector, queries: Sequence[str], *, chunk_size: int = 256, progress: bool = False) -> list[CopyDecision]:
+    """Decode ``queries`` once with the margin off and keep each row's answer and gain."""
+    from tqdm.auto import tqdm
+
+    decisions: list[CopyDecision] = []
+    for start in tqdm(range(0, len(queries), chunk_size), desc="decode dev", unit="chunk", disable=not progress):
+        decisions += corrector.copy_decisions(list(queries[start : start + chunk_size]))
+    return decisions
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-#: the corrector shipped in models/ (spellfix.modeling.DEFAULT_MODEL; not imported: torch stays unloaded here)
+#: the corrector shipped in models/ (resolved by spellfix.modeling.resolve_model_dir)
 DEFAULT_MODEL = "spell-small-cpu"
 
 EXIT_USER_ERROR = 2
@@ -46,33 +46,27 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from spellfix.evaluation import evaluate, format_metrics
 
-    metrics = evaluate(args.model, args.data, backend=args.backend, batch_size=args.batch_size, limit=args.limit, json_out=args.json, num_beams=args.num_beams, copy_margin=_copy_margin(args))
+    metrics = evaluate(args.model, args.data, backend=args.backend, batch_size=args.batch_size, limit=args.limit, json_out=args.json, num_beams=args.num_beams, copy_margin=_copy_margin(args.copy_margin))
     print(format_metrics(metrics))
     return 0
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
-
     from spellfix import calibration
-    from spellfix.data.readers import read_pairs
+    from spellfix.data.readers import read_pairs, spread_rows
     from spellfix.inference import SpellCorrector
 
-    rows, _ = read_pairs(args.data)
-    if args.limit is not None and args.limit < len(rows):
-        if args.limit < 1:
-            raise ValueError(f"--limit must be >= 1, got {args.limit}")
-        rows = [rows[i * len(rows) // args.limit] for i in range(args.limit)]  # spread: keeps the file's mix of rows
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be >= 1, got {args.limit}")
+    rows = spread_rows(read_pairs(args.data)[0], args.limit)
+    references = [r["correction"] for r in rows]
     corrector = SpellCorrector(args.model, backend=args.backend, batch_size=args.batch_size, copy_margin=None)
-    decisions = []
-    step = args.batch_size * 4
-    for start in tqdm(range(0, len(rows), step), desc="decode dev", unit="batch", disable=args.no_progress):
-        decisions += corrector.copy_decisions([r["query"] for r in rows[start : start + step]])
-    points = calibration.sweep(decisions, [r["correction"] for r in rows])
+    decisions = calibration.record_decisions(corrector, [r["query"] for r in rows], chunk_size=args.batch_size * 4, progress=not args.no_progress)
+    points = calibration.sweep(decisions, references)
     chosen = calibration.choose(points, objective=args.objective, max_fpr=args.max_fpr)
     print(calibration.format_sweep(points, chosen))
     if len(rows) >= 2:
-        on_even, on_odd = calibration.split_check(decisions, [r["correction"] for r in rows], objective=args.objective, max_fpr=args.max_fpr)
+        on_even, on_odd = calibration.split_check(decisions, references, objective=args.objective, max_fpr=args.max_fpr)
         print(
             f"carry-over check: the margin chosen on the even rows ({on_even.margin if on_even.margin is None else round(on_even.margin, 3)}) "
             f"gives {on_odd.fixed:.1%} fixed / {on_odd.false_positive_rate:.1%} changed on the odd rows "
@@ -90,23 +84,28 @@ def cmd_correct(args: argparse.Namespace) -> int:
     from spellfix.inference import SpellCorrector
 
     queries = args.queries or [line.rstrip("\n") for line in sys.stdin]
-    fixer = SpellCorrector(args.model, backend=args.backend, num_beams=args.num_beams, copy_margin=_copy_margin(args))
+    fixer = SpellCorrector(args.model, backend=args.backend, num_beams=args.num_beams, copy_margin=_copy_margin(args.copy_margin))
     for fixed in fixer.correct(queries):
         print(fixed)
     return 0
 
 
-def _copy_margin(args: argparse.Namespace) -> float | str | None:
-    """--copy-margin: "model" (saved with the model), "off", or a number of nats."""
-    value = args.copy_margin
-    if value == "model":
-        return value
-    if value == "off":
-        return None
+def _copy_margin(value: str) -> float | str | None:
+    """--copy-margin: "model" (the margin saved with the model), "off", or a number of nats."""
+    if value in ("model", "off"):
+        return None if value == "off" else value
     try:
         return float(value)
     except ValueError:
         raise ValueError(f"--copy-margin: expected 'model', 'off' or a number, got {value!r}") from None
+
+
+def _add_copy_margin(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--copy-margin", default="model", metavar="NATS",
+        help="keep the query unless the correction scores this many nats above it: 'model' (the margin "
+        "`spellfix calibrate` saved), 'off', or a number",
+    )
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -211,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-beams", type=int, default=1)
     p.add_argument("--limit", type=int, help="evaluate the first N rows only")
     p.add_argument("--json", help="write the metrics JSON here")
-    p.add_argument("--copy-margin", default="model", metavar="NATS", help="keep the query unless the correction scores this many nats above it: 'model' (the margin `spellfix calibrate` saved), 'off', or a number")
+    _add_copy_margin(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("calibrate", help="choose the copy margin on a dev set and save it with the model")
@@ -242,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"model dir, export dir, shipped model name or hub id (default: the shipped {DEFAULT_MODEL})")
     p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"])
     p.add_argument("--num-beams", type=int, default=1)
-    p.add_argument("--copy-margin", default="model", metavar="NATS", help="keep the query unless the correction scores this many nats above it: 'model' (the margin `spellfix calibrate` saved), 'off', or a number")
+    _add_copy_margin(p)
     p.add_argument("queries", nargs="*", metavar="QUERY")
     p.set_defaults(func=cmd_correct)
 

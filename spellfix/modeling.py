@@ -157,7 +157,6 @@ def load_pretrained(path: str | Path, dropout: float | None = None) -> tuple[Pre
 
 #: models shipped with the repository (``models/<name>/``), loadable by name: ``--model spell-small-cpu``
 SHIPPED_MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
-DEFAULT_MODEL = "spell-small-cpu"
 
 
 def resolve_model_dir(path: str | Path) -> str | Path:

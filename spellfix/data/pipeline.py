@@ -13,7 +13,7 @@ from typing import Sequence
 from tqdm.auto import tqdm
 
 from spellfix.config import DataConfig, resolve_data_path
-from spellfix.data.readers import read_clean_queries, read_pairs
+from spellfix.data.readers import read_clean_queries, read_pairs, spread_rows
 
 
 def load_training_pairs(cfg: DataConfig, seed: int) -> tuple[list[str], list[str]]:
@@ -59,10 +59,7 @@ def load_dev_rows(cfg: DataConfig, limit: int | None = None) -> list[dict[str, s
         on_error=cfg.on_error,
         max_query_chars=cfg.max_query_chars,
     )
-    if limit is not None and len(rows) > limit:
-        stride = len(rows) / limit
-        rows = [rows[int(i * stride)] for i in range(limit)]
-    return rows
+    return spread_rows(rows, limit)
 
 
 #: below this many queries one process is faster than starting workers (each loads the dictionary, ~3 s)

@@ -39,7 +39,7 @@ import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, Sequence, TypeVar
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +71,19 @@ class ReadReport:
     def summary(self) -> str:
         """One line for logs: ``<path>: kept K of N rows, skipped S``."""
         return f"{self.path}: kept {self.n_kept} of {self.n_rows} rows, skipped {self.n_skipped}"
+
+
+_Row = TypeVar("_Row")
+
+
+def spread_rows(rows: Sequence[_Row], limit: int | None) -> list[_Row]:
+    """``limit`` rows spread evenly over ``rows`` (all of them when ``limit`` is None or larger):
+    a quick run keeps the file's mix (dev.jsonl lists its misspelled rows before the correct ones)."""
+    if limit is None or len(rows) <= limit:
+        return list(rows)
+    if limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
+    return [rows[i * len(rows) // limit] for i in range(limit)]
 
 
 def normalize_query(text: str, *, lowercase: bool = True) -> str:

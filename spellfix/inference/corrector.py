@@ -49,9 +49,13 @@ class CopyDecision:
     gain: float
 
     def choose(self, copy_margin: float | None) -> str:
-        if copy_margin is None or self.gain > copy_margin:
-            return self.decoded
-        return self.query
+        return self.decoded if correction_wins(self.gain, copy_margin) else self.query
+
+
+def correction_wins(gain: float, copy_margin: float | None) -> bool:
+    """The copy-margin rule, in one place: the decoded answer replaces the query when it beats it by
+    more than the margin (no margin: always)."""
+    return copy_margin is None or gain > copy_margin
 
 
 class SpellCorrector:
@@ -150,7 +154,7 @@ class SpellCorrector:
         decoded, copies, gains = self._decode(texts, score_copy=self.copy_margin is not None)
         if self.copy_margin is None:
             return decoded
-        return [copy if gain <= self.copy_margin else ids for ids, copy, gain in zip(decoded, copies, gains)]
+        return [ids if correction_wins(gain, self.copy_margin) else copy for ids, copy, gain in zip(decoded, copies, gains)]
 
     def copy_decisions(self, queries: Sequence[str | bytes]) -> list[CopyDecision]:
         """Per query: the normalised query, the raw decoder answer and how much the model prefers
@@ -160,7 +164,8 @@ class SpellCorrector:
         return [CopyDecision(t, d, g) for t, d, g in zip(texts, self.tokenizer.decode(decoded), gains)]
 
     def _decode(self, texts: list[str], *, score_copy: bool) -> tuple[list[list[int]], list[list[int]], list[float]]:
-        """Decoded ids, the query's own target ids, and gain = logP(decoded) - logP(query) per text."""
+        """Decoded ids, the query's own target ids and gain = logP(decoded) - logP(query) per text
+        (with ``score_copy=False``: no copy ids, gains 0.0)."""
         decoded: list[list[int]] = [[] for _ in texts]
         copies: list[list[int]] = [[] for _ in texts]
         gains = [0.0] * len(texts)
@@ -168,7 +173,7 @@ class SpellCorrector:
         if not todo:
             return decoded, copies, gains
         encoded = self.tokenizer.encode_ids([self._annotate(texts[i]) for i in todo])
-        targets = self.tokenizer.encode_targets([texts[i] for i in todo], self.options.max_new_tokens)
+        targets = self.tokenizer.encode_targets([texts[i] for i in todo], self.options.max_new_tokens) if score_copy else [[] for _ in todo]
         order = sorted(range(len(todo)), key=lambda j: len(encoded[j]))
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
