@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import json
 from pathlib import Path
 
@@ -34,9 +35,15 @@ def test_make_peer_rejects_an_unknown_name_listing_the_choices():
 
 
 def _load_bench():
+    """The benchmark script as a module. Its import sets OMP/MKL/OpenBLAS thread variables for its own
+    process; they are restored here so they do not leak into later tests (a subprocess started by the
+    resume test would otherwise run with other thread settings and other float rounding)."""
+    from unittest import mock
+
     spec = importlib.util.spec_from_file_location("accuracy_bench", REPO / "benchmarks" / "accuracy.py")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    with mock.patch.dict(os.environ):
+        spec.loader.exec_module(module)
     return module
 
 
