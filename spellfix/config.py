@@ -81,6 +81,11 @@ class DataConfig:
     max_target_length: int = _help("Decoder tokens kept (longer targets are truncated).", default=64)
     noisy_copies: int = _help("Noisy pairs drawn per clean query (each with its own noise).", default=1)
     max_clean_queries: int | None = _help("Use only the first N clean queries (null: all).", default=None)
+    dictionary_words: int = _help(
+        "Add the N most frequent English words (symspellpy's frequency dictionary, 3+ letters) as "
+        "one-word clean queries, noised like data.clean: teaches isolated-word correction (0: none).",
+        default=0,
+    )
     noise: NoiseConfig = _help("Noise synthesizer settings.", default_factory=NoiseConfig)
     candidates: CandidatesConfig = _help(
         "Dictionary candidates appended to the encoder input.", default_factory=CandidatesConfig
@@ -404,8 +409,12 @@ def _check_consistency(recipe: Recipe) -> None:
         raise RecipeError(f"train.per_device_batch_size must be >= 1, got {t.per_device_batch_size}")
     if t.lr <= 0:
         raise RecipeError(f"train.lr must be > 0, got {t.lr}")
-    if not recipe.data.train and not recipe.data.clean:
-        raise RecipeError("data: give at least one file in data.train (pairs) or data.clean (clean queries)")
+    if recipe.data.dictionary_words < 0:
+        raise RecipeError(f"data.dictionary_words must be >= 0, got {recipe.data.dictionary_words}")
+    if not recipe.data.train and not recipe.data.clean and not recipe.data.dictionary_words:
+        raise RecipeError(
+            "data: give at least one file in data.train (pairs) or data.clean (clean queries), or data.dictionary_words"
+        )
     if recipe.model.name_or_path is None and not recipe.model.config:
         raise RecipeError("model: set model.name_or_path (hub id or directory) or model.config (from scratch)")
 

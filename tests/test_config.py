@@ -52,6 +52,11 @@ def test_recipe_without_data_is_an_error(tiny_recipe_dict):
         load_recipe(tiny_recipe_dict)
 
 
+def test_negative_dictionary_words_is_an_error(tiny_recipe_dict):
+    with pytest.raises(RecipeError, match="data.dictionary_words must be >= 0, got -5"):
+        load_recipe(tiny_recipe_dict, overrides=["data.dictionary_words=-5"])
+
+
 def test_resolved_recipe_round_trips_through_yaml(tiny_recipe_dict, tmp_path: Path):
     recipe = load_recipe(tiny_recipe_dict, overrides=["train.lr=1e-4"])
     save_recipe(recipe, tmp_path / "recipe.yaml")

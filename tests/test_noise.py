@@ -278,3 +278,14 @@ def test_every_noise_config_field_has_a_default_and_help() -> None:
 def test_invalid_noise_config_names_the_field(overrides: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         NoiseConfig(**overrides)  # type: ignore[arg-type]
+
+
+def test_top_dictionary_words_are_the_most_frequent_real_words_in_order() -> None:
+    from spellfix.data.noise import top_dictionary_words
+
+    words = top_dictionary_words(2000)
+    assert words[:3] == ["the", "and", "for"]  # "of", "to", "a" are shorter than 3 letters
+    assert len(words) == len(set(words)) == 2000
+    assert all(len(w) >= 3 and w in dictionary_words() for w in words)
+    assert "accommodation" in words and "accommodation" not in top_dictionary_words(1000)
+    assert top_dictionary_words(0) == []

@@ -293,6 +293,24 @@ def dictionary_words() -> frozenset[str]:
     return frozenset(w for w in (line.split(" ", 1)[0] for line in text.splitlines()) if _is_word(w))
 
 
+def top_dictionary_words(n: int, min_chars: int = 3) -> list[str]:
+    """The ``n`` most frequent alphabetic words of at least ``min_chars`` letters in symspellpy's
+    English frequency dictionary, most frequent first.
+
+    Used as one-word clean queries: song titles and product names rarely hold words such as
+    "accommodation", so a model trained on them alone corrects isolated common words poorly.
+    """
+    if n <= 0:
+        return []
+    text = (importlib.resources.files("symspellpy") / SYMSPELL_DICTIONARY).read_text(encoding="utf-8")
+    counted = []
+    for line in text.splitlines():
+        word, _, count = line.partition(" ")
+        if _is_word(word) and len(word) >= min_chars:
+            counted.append((-int(count), word))
+    return [word for _, word in sorted(counted)[:n]]
+
+
 def _is_word(token: str) -> bool:
     """Letters, optionally with inner apostrophes (don't)."""
     return token.replace("'", "").isalpha() and not token.startswith("'") and not token.endswith("'")

@@ -36,6 +36,10 @@ def load_training_pairs(cfg: DataConfig, seed: int) -> tuple[list[str], list[str
         clean.extend(texts)
     if cfg.max_clean_queries is not None:
         clean = clean[: cfg.max_clean_queries]
+    if cfg.dictionary_words:
+        from spellfix.data.noise import top_dictionary_words
+
+        clean.extend(top_dictionary_words(cfg.dictionary_words))
     if clean:
         from spellfix.data.noise import make_noisy_pairs
 
