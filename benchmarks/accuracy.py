@@ -66,6 +66,10 @@ CANDIDATE_VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
+#: correct inputs a system changed, kept per set and system in the JSON (and shown for small counts)
+CHANGED_CORRECT_LISTED = 40
+
+
 def load_set(path: Path, limit: int | None = None) -> tuple[list[dict[str, str]], bool]:
     """Rows of a pair file, plus identity rows (correct -> correct) when the file has none.
 
@@ -96,7 +100,7 @@ def build_system(name: str, model: str | None, backend: str, **spellfix_options:
 
 
 def run_one(system, rows: list[dict[str, str]], *, batch_size: int, latency_sample: int) -> dict[str, Any]:
-    from spellfix.evaluation import compute_metrics, measure_latency, row_groups, run_corrector
+    from spellfix.evaluation import compute_metrics, measure_latency, normalize, row_groups, run_corrector
 
     queries = [r["query"] for r in rows]
     references = [r["correction"] for r in rows]
@@ -114,6 +118,13 @@ def run_one(system, rows: list[dict[str, str]], *, batch_size: int, latency_samp
         "p50_ms": latency["p50"],
         "p99_ms": latency["p99"],
         "batch_size": batch_size,
+        # Which correct inputs came back changed: on the word lists a few "correct" words are
+        # themselves misspellings (norvig1 lists "arrangeing"), so the names matter, not just the rate.
+        "changed_correct": [
+            {"query": q, "prediction": p}
+            for q, p, r in zip(queries, predictions, references)
+            if normalize(q) == normalize(r) and normalize(p) != normalize(r)
+        ][:CHANGED_CORRECT_LISTED],
         "examples": [
             {"query": q, "prediction": p, "correction": r}
             for q, p, r in list(zip(queries, predictions, references))[:: max(1, len(queries) // 5)][:5]
@@ -216,6 +227,13 @@ def render_markdown(report: dict[str, Any]) -> str:
                     margin = e.get("copy_margin")
                     setting = f" (copy margin {margin:.2f} nats)" if margin is not None else ""
                     lines.append(f"{e['name']}{setting} clears it: **{'yes' if beats else 'no'}**.")
+        if first.get("identity_rows_added"):
+            lines += ["", "Correct words changed:", ""]
+            for e in entries:
+                changed = e.get("changed_correct") or []
+                shown = ", ".join(f"{c['query']}→{c['prediction']}" for c in changed[:12])
+                more = f" (+{len(changed) - 12} more)" if len(changed) > 12 else ""
+                lines.append(f"- {e['name']}: {shown or 'none'}{more}")
         breakdown = first.get("breakdown") or {}
         for group in ("error_type", "domain"):
             if group not in breakdown:

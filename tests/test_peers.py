@@ -73,12 +73,16 @@ def test_accuracy_bench_runs_peers_on_a_ten_row_file(tmp_path):
     norvig = next(e for e in report["entries"] if e["name"] == "symspell" and e["dataset"] == "norvig1")
     assert norvig["identity_rows_added"] and norvig["n_correct"] == 10 and norvig["n_misspelled"] == 10
     assert norvig["exact_match_misspelled"] >= 0.5  # these are easy single edits
+    for entry in report["entries"]:  # the changed correct inputs are named, as many as the rate says
+        changed = entry["changed_correct"]
+        assert len(changed) == round(entry["false_positive_rate"] * entry["n_correct"])
+        assert all(c["prediction"] != c["query"] for c in changed)
     dev_entry = next(e for e in report["entries"] if e["name"] == "symspell" and e["dataset"] == "dev")
     assert dev_entry["n_misspelled"] == 3 and dev_entry["n_correct"] == 7
     assert set(dev_entry["breakdown"]["error_type"]) == {"none", "non-word", "real-word"}
     assert {"machine", "versions"} <= set(report)
     md = (out / "acc.md").read_text()
-    assert "| symspell |" in md and "## norvig1" in md and "Bar to beat" in md
+    assert "| symspell |" in md and "## norvig1" in md and "Bar to beat" in md and "Correct words changed:" in md
 
     # --merge: re-running one system on one set keeps every other entry
     bench.main(["--data-dir", str(data), "--sets", "norvig1", "--systems", "symspell", "--output-dir", str(out),
