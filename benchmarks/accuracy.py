@@ -225,7 +225,10 @@ def render_markdown(report: dict[str, Any]) -> str:
                 if e["name"] not in PEER_NAMES and e["name"] not in BASELINE_NAMES:
                     beats = (e["exact_match_misspelled"] or 0) > bar_fix and (e["false_positive_rate"] or 0) < bar_fp
                     margin = e.get("copy_margin")
-                    setting = f" (copy margin {margin:.2f} nats)" if margin is not None else ""
+                    setting = f" (copy margin {margin:.2f} nats" if margin is not None else ""
+                    if setting and e.get("real_word_margin") is not None:
+                        setting += f", real-word changes {e['real_word_margin']:.2f}"
+                    setting += ")" if setting else ""
                     lines.append(f"{e['name']}{setting} clears it: **{'yes' if beats else 'no'}**.")
         if first.get("identity_rows_added"):
             lines += ["", "Correct words changed:", ""]
@@ -338,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
                 "name": system_name, "dataset": set_name, "identity_rows_added": added, "load_s": load_s,
                 "model": args.model if system_name == "spellfix" else None,
                 "copy_margin": getattr(system, "copy_margin", None),
+                "real_word_margin": getattr(system, "real_word_margin", None),
                 "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "loadavg": os.getloadavg()[0], **result,
             })
     report: dict[str, Any] = {

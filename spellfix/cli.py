@@ -46,7 +46,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from spellfix.evaluation import evaluate, format_metrics
 
-    metrics = evaluate(args.model, args.data, backend=args.backend, batch_size=args.batch_size, limit=args.limit, json_out=args.json, num_beams=args.num_beams, copy_margin=_copy_margin(args.copy_margin))
+    metrics = evaluate(args.model, args.data, backend=args.backend, batch_size=args.batch_size, limit=args.limit, json_out=args.json, num_beams=args.num_beams, **_copy_margins(args.copy_margin))
     print(format_metrics(metrics))
     return 0
 
@@ -62,40 +62,59 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     references = [r["correction"] for r in rows]
     corrector = SpellCorrector(args.model, backend=args.backend, batch_size=args.batch_size, copy_margin=None)
     decisions = calibration.record_decisions(corrector, [r["query"] for r in rows], chunk_size=args.batch_size * 4, progress=not args.no_progress)
-    points = calibration.sweep(decisions, references)
+    separate = not args.single_margin
+    points = calibration.sweep(decisions, references, separate_real_word=separate)
     chosen = calibration.choose(points, objective=args.objective, max_fpr=args.max_fpr)
     print(calibration.format_sweep(points, chosen))
     if len(rows) >= 2:
-        on_even, on_odd = calibration.split_check(decisions, references, objective=args.objective, max_fpr=args.max_fpr)
+        on_even, on_odd = calibration.split_check(
+            decisions, references, objective=args.objective, max_fpr=args.max_fpr, separate_real_word=separate
+        )
         print(
-            f"carry-over check: the margin chosen on the even rows ({on_even.margin if on_even.margin is None else round(on_even.margin, 3)}) "
-            f"gives {on_odd.fixed:.1%} fixed / {on_odd.false_positive_rate:.1%} changed on the odd rows "
+            f"carry-over check: the margins chosen on the even rows ({_margins_text(on_even)}) "
+            f"give {on_odd.fixed:.1%} fixed / {on_odd.false_positive_rate:.1%} changed on the odd rows "
             f"(on the even rows: {on_even.fixed:.1%} / {on_even.false_positive_rate:.1%})"
         )
     if args.dry_run:
         return 0
-    provenance = {"data": str(args.data), "rows": len(rows), "objective": args.objective, "max_fpr": args.max_fpr}
-    path = calibration.save_copy_margin(corrector.model_dir, chosen.margin, provenance=provenance)
-    print(f"saved decoding.copy_margin={chosen.margin} in {path}")
+    provenance = {
+        "data": str(args.data), "rows": len(rows), "objective": args.objective, "max_fpr": args.max_fpr,
+        "separate_real_word_margin": separate,
+    }
+    path = calibration.save_copy_margin(
+        corrector.model_dir, chosen.margin, real_word_margin=chosen.real_word_margin, provenance=provenance
+    )
+    print(f"saved decoding.copy_margin={chosen.margin} decoding.real_word_margin={chosen.real_word_margin} in {path}")
     return 0
+
+
+def _margins_text(point) -> str:
+    def fmt(value: float | None) -> str:
+        return "off" if value is None else f"{value:.3f}"
+
+    text = f"copy {fmt(point.margin)}"
+    return text if point.real_word_margin is None else f"{text}, real-word {fmt(point.real_word_margin)}"
 
 
 def cmd_correct(args: argparse.Namespace) -> int:
     from spellfix.inference import SpellCorrector
 
     queries = args.queries or [line.rstrip("\n") for line in sys.stdin]
-    fixer = SpellCorrector(args.model, backend=args.backend, num_beams=args.num_beams, copy_margin=_copy_margin(args.copy_margin))
+    fixer = SpellCorrector(args.model, backend=args.backend, num_beams=args.num_beams, **_copy_margins(args.copy_margin))
     for fixed in fixer.correct(queries):
         print(fixed)
     return 0
 
 
-def _copy_margin(value: str) -> float | str | None:
-    """--copy-margin: "model" (the margin saved with the model), "off", or a number of nats."""
-    if value in ("model", "off"):
-        return None if value == "off" else value
+def _copy_margins(value: str) -> dict[str, float | str | None]:
+    """--copy-margin as SpellCorrector keywords: "model" (both margins saved with the model), "off",
+    or a number of nats (one margin for every change)."""
+    if value == "model":
+        return {"copy_margin": "model", "real_word_margin": "model"}
+    if value == "off":
+        return {"copy_margin": None, "real_word_margin": None}
     try:
-        return float(value)
+        return {"copy_margin": float(value), "real_word_margin": None}
     except ValueError:
         raise ValueError(f"--copy-margin: expected 'model', 'off' or a number, got {value!r}") from None
 
@@ -103,8 +122,8 @@ def _copy_margin(value: str) -> float | str | None:
 def _add_copy_margin(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--copy-margin", default="model", metavar="NATS",
-        help="keep the query unless the correction scores this many nats above it: 'model' (the margin "
-        "`spellfix calibrate` saved), 'off', or a number",
+        help="keep the query unless the correction scores this many nats above it: 'model' (the margins "
+        "`spellfix calibrate` saved), 'off', or a number (one margin for every change)",
     )
 
 
@@ -221,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="use N rows spread evenly over the file")
     p.add_argument("--objective", default="exact_match", choices=["exact_match", "fixed"], help="what the margin maximises: exact match over all rows, or the fix rate (with --max-fpr as the budget of changed correct queries)")
     p.add_argument("--max-fpr", type=float, help="only margins whose false-positive rate is at most this (0-1)")
+    p.add_argument("--single-margin", action="store_true", help="one margin for every change (default: a separate one for answers that only replace dictionary words)")
     p.add_argument("--dry-run", action="store_true", help="print the sweep, save nothing")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_calibrate)

@@ -287,6 +287,7 @@ def evaluate(
         "data": str(data_path),
         "rows_skipped": report.n_skipped,
         "copy_margin": getattr(corrector, "copy_margin", None),
+        "real_word_margin": getattr(corrector, "real_word_margin", None),
     }
     if json_out is not None:
         write_json_atomic(json_out, result)

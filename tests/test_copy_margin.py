@@ -141,9 +141,13 @@ def test_calibrate_cli_saves_the_margin_that_correct_and_evaluate_then_use(model
     assert main(["evaluate", "--model", str(model), "--data", str(dev), "--json", str(result)]) == 0
     metrics = json.loads(result.read_text())
     assert metrics["copy_margin"] == margin
-    points = calibration.sweep(SpellCorrector(model, "torch", copy_margin=None).copy_decisions([q for q, _ in pairs]), [c for _, c in pairs])
-    best = calibration.choose(points)
-    assert metrics["exact_match"] == pytest.approx(best.exact_match)
+    decisions = SpellCorrector(model, "torch", copy_margin=None).copy_decisions([q for q, _ in pairs])
+    best = calibration.choose(calibration.sweep(decisions, [c for _, c in pairs], separate_real_word=True))
+    assert (margin, card["decoding"]["real_word_margin"]) == (best.margin, best.real_word_margin)
+    assert best.real_word_margin is not None  # the tiny model makes both kinds of change here
+    assert metrics["exact_match"] == pytest.approx(best.exact_match) and metrics["real_word_margin"] == best.real_word_margin
+    assert main(["calibrate", "--model", str(model), "--data", str(dev), "--no-progress", "--single-margin"]) == 0
+    assert json.loads((model / "spellfix.json").read_text())["decoding"]["real_word_margin"] is None
 
 
 def test_a_bad_margin_in_spellfix_json_names_the_file(model_dir, tmp_path):
@@ -193,3 +197,88 @@ def test_a_shipped_model_name_resolves_to_models_dir(model_dir, tmp_path, monkey
     assert modeling.resolve_model_dir("spell-small-cpu") == tmp_path / "models" / "spell-small-cpu"
     assert modeling.resolve_model_dir("facebook/bart-base") == "facebook/bart-base"
     assert SpellCorrector("spell-small-cpu", "torch").correct(["beatles"]) == SpellCorrector(model_dir, "torch").correct(["beatles"])
+
+
+def test_real_word_changes_are_those_that_only_touch_dictionary_words():
+    from spellfix.inference.changes import changed_query_words, default_lexicon, is_real_word_change
+
+    lexicon = default_lexicon()
+    assert changed_query_words("thin lizzy", "this lizzy") == ["thin"]
+    assert is_real_word_change("thin lizzy", "this lizzy", lexicon)  # "lizzy" is untouched
+    assert not is_real_word_change("accomodation", "accommodation", lexicon)  # a non-word fixed
+    assert not is_real_word_change("to gether", "together", lexicon)  # "gether" is no word
+    assert is_real_word_change("hello world", "hello big world", lexicon)  # nothing misspelled asked for it
+    assert not is_real_word_change("abba", "abba", lexicon)
+
+
+def test_each_kind_of_change_beats_its_own_margin(model_dir, raw, pairs):
+    queries = [q for q, _ in pairs]
+    decisions = raw.copy_decisions(queries)
+    kinds = {d.real_word for d in decisions if d.decoded != d.query}
+    assert kinds == {False, True}, "the tiny model should make both kinds of change on these rows"
+    only_non_word = SpellCorrector(model_dir, "torch", max_new_tokens=24, copy_margin=-1e9, real_word_margin=1e9)
+    assert only_non_word.correct(queries) == [d.query if d.real_word else d.decoded for d in decisions]
+    only_real_word = SpellCorrector(model_dir, "torch", max_new_tokens=24, copy_margin=1e9, real_word_margin=-1e9)
+    assert only_real_word.correct(queries) == [d.decoded if d.real_word else d.query for d in decisions]
+    # the margin off means the raw decoder output, whatever the real-word margin says
+    off = SpellCorrector(model_dir, "torch", max_new_tokens=24, copy_margin=None, real_word_margin=1e9)
+    assert off.correct(queries) == [d.decoded for d in decisions]
+
+
+def _decisions_of_both_kinds() -> tuple[list[CopyDecision], list[str]]:
+    rows = [
+        (CopyDecision("helo", "hello", 3.0), "hello"),  # non-word fixed
+        (CopyDecision("wrld", "world", 1.0), "world"),  # non-word fixed, with little to spare
+        (CopyDecision("halen", "helen", 0.5), "halen"),  # a name broken (non-word change)
+        (CopyDecision("thw", "the", 2.5, real_word=False), "the"),
+        (CopyDecision("form me", "from me", 1.5, real_word=True), "from me"),  # real-word fixed
+        (CopyDecision("thin lizzy", "this lizzy", 2.0, real_word=True), "thin lizzy"),  # broken
+        (CopyDecision("big star", "big stars", 4.0, real_word=True), "big star"),  # broken, confident
+        (CopyDecision("queen", "queen", 0.0), "queen"),
+    ]
+    return [d for d, _ in rows], [r for _, r in rows]
+
+
+def test_joint_sweep_keeps_the_pairs_no_other_pair_beats():
+    decisions, refs = _decisions_of_both_kinds()
+    points = calibration.sweep(decisions, refs, separate_real_word=True)
+    assert all(p.real_word_margin is not None for p in points)
+    for p in points:  # each point's figures are what the two margins really give
+        assert p == calibration._score(decisions, refs, p.margin, p.real_word_margin)
+    # brute force over every pair of thresholds: the best fix rate within each false-positive budget
+    non_word = calibration._thresholds([d.gain for d in decisions if d.decoded != d.query and not d.real_word])
+    real_word = calibration._thresholds([d.gain for d in decisions if d.decoded != d.query and d.real_word])
+    grid = [calibration._score(decisions, refs, a, b) for a in non_word for b in real_word]
+    for budget in (0.0, 0.25, 0.5, 0.75, 1.0):
+        best = max(g.fixed for g in grid if g.false_positive_rate <= budget)
+        assert calibration.choose(points, objective="fixed", max_fpr=budget).fixed == best
+    assert max(g.exact_match for g in grid) == calibration.choose(points).exact_match
+    chosen = calibration.choose(points, objective="fixed", max_fpr=0.25)
+    # helo, wrld, thw fixed; "form me" would cost both confident real-word breaks; nothing broken
+    assert (chosen.fixed, chosen.false_positive_rate) == (0.75, 0.0)
+    assert (chosen.margin, chosen.real_word_margin) == (0.75, 5.0)
+    single = calibration.sweep(decisions, refs)  # one margin cannot do as well
+    assert max(p.fixed for p in single if p.false_positive_rate <= 0.25) == 0.5
+
+
+def test_joint_sweep_falls_back_to_one_margin_without_both_kinds():
+    decisions = [CopyDecision("helo", "hello", 3.0), CopyDecision("abba", "abbey", 0.5)]
+    points = calibration.sweep(decisions, ["hello", "abba"], separate_real_word=True)
+    assert points == calibration.sweep(decisions, ["hello", "abba"])
+    assert all(p.real_word_margin is None for p in points)
+
+
+def test_saved_real_word_margin_is_used_and_a_bad_one_names_the_file(model_dir, tmp_path):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(model_dir, model)
+    calibration.save_copy_margin(model, 1.25, real_word_margin=3.5, provenance={"rows": 2})
+    fixer = SpellCorrector(model, "torch")
+    assert (fixer.copy_margin, fixer.real_word_margin) == (1.25, 3.5)
+    assert SpellCorrector(model, "torch", real_word_margin=None).real_word_margin is None
+    card = json.loads((model / "spellfix.json").read_text())
+    card["decoding"]["real_word_margin"] = [3]
+    (model / "spellfix.json").write_text(json.dumps(card))
+    with pytest.raises(ValueError, match=r"spellfix\.json: decoding\.real_word_margin"):
+        SpellCorrector(model, "torch")

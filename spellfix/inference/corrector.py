@@ -5,8 +5,10 @@ scorer's rule: strip, collapse whitespace, lower-case) -> optional candidate ann
 model was trained with it, ``spellfix.json: candidates.enabled``) -> ``<s> tokens </s>`` -> decode
 -> optional copy margin: the decoder's answer replaces the query only when the model scores it at
 least ``copy_margin`` nats above the query itself (``spellfix.json: decoding.copy_margin``, chosen
-on a dev set by ``spellfix calibrate``). A small model that is unsure should leave a search query
-alone: a wrong "fix" of a correct query costs more than a missed fix.
+on a dev set by ``spellfix calibrate``), or ``real_word_margin`` nats when the answer only replaces
+dictionary words (``decoding.real_word_margin``; see ``spellfix.inference.changes``). A small model
+that is unsure should leave a search query alone: a wrong "fix" of a correct query costs more than
+a missed fix.
 Queries are sorted by length and decoded in batches of ``batch_size`` (less padding), then put back
 in the caller's order. An empty query gives an empty output without running the model.
 
@@ -25,6 +27,7 @@ import numpy as np
 
 from spellfix.inference import layout
 from spellfix.inference.backends import BACKENDS, Backend
+from spellfix.inference.changes import default_lexicon, is_real_word_change
 from spellfix.inference.decoding import DecodingOptions, generate, score_sequences
 from spellfix.inference.tokenization import QueryTokenizer
 from spellfix.inference.text import check_queries, normalize_query
@@ -41,15 +44,26 @@ class CopyDecision:
     """The decoder's answer next to "leave the query alone", for one query.
 
     ``gain`` is logP(decoded) - logP(query) under the model (nats); 0.0 when the decoder already
-    returned the query. The corrector outputs ``decoded`` when ``gain > copy_margin``, else ``query``.
+    returned the query. ``real_word``: the answer only replaces dictionary words. The corrector
+    outputs ``decoded`` when ``gain`` beats the margin that applies (:func:`margin_for`), else ``query``.
     """
 
     query: str
     decoded: str
     gain: float
+    real_word: bool = False
 
-    def choose(self, copy_margin: float | None) -> str:
-        return self.decoded if correction_wins(self.gain, copy_margin) else self.query
+    def choose(self, copy_margin: float | None, real_word_margin: float | None = None) -> str:
+        margin = margin_for(self.real_word, copy_margin, real_word_margin)
+        return self.decoded if correction_wins(self.gain, margin) else self.query
+
+
+def margin_for(real_word: bool, copy_margin: float | None, real_word_margin: float | None) -> float | None:
+    """The margin a change must beat: ``real_word_margin`` for real-word changes when both margins
+    are set, else ``copy_margin`` (None: the margin is off, every answer stands)."""
+    if copy_margin is None:
+        return None
+    return real_word_margin if real_word and real_word_margin is not None else copy_margin
 
 
 def correction_wins(gain: float, copy_margin: float | None) -> bool:
@@ -69,6 +83,8 @@ class SpellCorrector:
     ``session_options``; torch: ``device``, ``dtype``; tensorrt: ``engine_dir``, ``device``).
     ``copy_margin``: ``"model"`` (default) uses the margin saved in the model's ``spellfix.json``;
     a number overrides it; ``None`` turns it off (the raw decoder output).
+    ``real_word_margin``: the margin for answers that only replace dictionary words — ``"model"``
+    (default: the saved one, if any), a number, or ``None`` (``copy_margin`` applies to them too).
     """
 
     def __init__(
@@ -84,6 +100,7 @@ class SpellCorrector:
         precision: str = "fp32",
         backend_options: Mapping[str, Any] | None = None,
         copy_margin: float | str | None = FROM_MODEL,
+        real_word_margin: float | str | None = FROM_MODEL,
     ):
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -126,11 +143,9 @@ class SpellCorrector:
             min_new_tokens=min_new_tokens,
             num_beams=num_beams,
         )
-        if copy_margin == FROM_MODEL:
-            copy_margin = self.settings.copy_margin
-        elif copy_margin is not None and (isinstance(copy_margin, (bool, str)) or not isinstance(copy_margin, (int, float))):
-            raise ValueError(f"copy_margin must be a number, None or {FROM_MODEL!r}, got {copy_margin!r}")
-        self.copy_margin: float | None = None if copy_margin is None else float(copy_margin)
+        self.copy_margin = _margin_setting("copy_margin", copy_margin, self.settings.copy_margin)
+        self.real_word_margin = _margin_setting("real_word_margin", real_word_margin, self.settings.real_word_margin)
+        self._lexicon: Any = None
         self._annotator: Any = None
         if self.settings.candidates_enabled:
             from spellfix.data.candidates import CandidateAnnotator, CandidatesConfig  # only models trained with it
@@ -154,14 +169,31 @@ class SpellCorrector:
         decoded, copies, gains = self._decode(texts, score_copy=self.copy_margin is not None)
         if self.copy_margin is None:
             return decoded
-        return [ids if correction_wins(gain, self.copy_margin) else copy for ids, copy, gain in zip(decoded, copies, gains)]
+        real_word = [False] * len(texts)
+        if self.real_word_margin is not None:
+            differ = [i for i, (ids, copy) in enumerate(zip(decoded, copies)) if ids != copy]
+            for i, answer in zip(differ, self.tokenizer.decode([decoded[i] for i in differ])):
+                real_word[i] = self._is_real_word_change(texts[i], answer)
+        return [
+            ids if correction_wins(gain, margin_for(rw, self.copy_margin, self.real_word_margin)) else copy
+            for ids, copy, gain, rw in zip(decoded, copies, gains, real_word)
+        ]
 
     def copy_decisions(self, queries: Sequence[str | bytes]) -> list[CopyDecision]:
-        """Per query: the normalised query, the raw decoder answer and how much the model prefers
-        it (``gain``). ``spellfix calibrate`` picks the copy margin from these on a dev set."""
+        """Per query: the normalised query, the raw decoder answer, how much the model prefers it
+        (``gain``) and whether it is a real-word change. ``spellfix calibrate`` picks the margins
+        from these on a dev set."""
         texts = self._normalized(queries)
         decoded, _, gains = self._decode(texts, score_copy=True)
-        return [CopyDecision(t, d, g) for t, d, g in zip(texts, self.tokenizer.decode(decoded), gains)]
+        return [
+            CopyDecision(t, d, g, self._is_real_word_change(t, d))
+            for t, d, g in zip(texts, self.tokenizer.decode(decoded), gains)
+        ]
+
+    def _is_real_word_change(self, query: str, answer: str) -> bool:
+        if self._lexicon is None:
+            self._lexicon = default_lexicon()
+        return is_real_word_change(query, answer, self._lexicon)
 
     def _decode(self, texts: list[str], *, score_copy: bool) -> tuple[list[list[int]], list[list[int]], list[float]]:
         """Decoded ids, the query's own target ids and gain = logP(decoded) - logP(query) per text
@@ -207,8 +239,17 @@ class SpellCorrector:
     def __repr__(self) -> str:
         return (
             f"SpellCorrector({str(self.model_dir)!r}, backend={self.backend_name!r}, "
-            f"num_beams={self.options.num_beams}, copy_margin={self.copy_margin})"
+            f"num_beams={self.options.num_beams}, copy_margin={self.copy_margin}, real_word_margin={self.real_word_margin})"
         )
+
+
+def _margin_setting(name: str, value: float | str | None, saved: float | None) -> float | None:
+    """A margin argument as a float or None: ``"model"`` takes the one saved with the model."""
+    if value == FROM_MODEL:
+        return saved
+    if value is not None and (isinstance(value, (bool, str)) or not isinstance(value, (int, float))):
+        raise ValueError(f"{name} must be a number, None or {FROM_MODEL!r}, got {value!r}")
+    return None if value is None else float(value)
 
 
 def _load_torch(model: str | Path, options: dict[str, Any]) -> tuple[Backend, Any, layout.InputSettings, Path | str]:

@@ -74,6 +74,8 @@ class InputSettings:
     candidates: dict[str, Any] = field(default_factory=lambda: {"enabled": False})
     #: keep the query unless logP(correction) - logP(query) exceeds this (``spellfix calibrate``); None: off
     copy_margin: float | None = None
+    #: the margin for answers that only replace dictionary words (None: ``copy_margin`` applies)
+    real_word_margin: float | None = None
 
     @property
     def candidates_enabled(self) -> bool:
@@ -133,11 +135,12 @@ def read_input_settings(model_dir: str | Path) -> InputSettings:
         decoding = card.get("decoding") or {}
         if not isinstance(decoding, dict):
             raise ValueError(f"{settings_path}: decoding must be an object, got {type(decoding).__name__}")
-        margin = decoding.get("copy_margin")
-        if margin is not None:
-            if isinstance(margin, bool) or not isinstance(margin, (int, float)):
-                raise ValueError(f"{settings_path}: decoding.copy_margin: expected a number or null, got {margin!r}")
-            values["copy_margin"] = float(margin)
+        for key in ("copy_margin", "real_word_margin"):
+            margin = decoding.get(key)
+            if margin is not None:
+                if isinstance(margin, bool) or not isinstance(margin, (int, float)):
+                    raise ValueError(f"{settings_path}: decoding.{key}: expected a number or null, got {margin!r}")
+                values[key] = float(margin)
     gen_path = find_file(model_dir, GENERATION_CONFIG_FILE)
     if gen_path is not None:
         gen = _read_json(gen_path)
