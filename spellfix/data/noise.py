@@ -287,28 +287,30 @@ def _cached_confusions(paths: tuple[str, ...], use_codespell: bool) -> Confusion
 
 
 @functools.lru_cache(maxsize=1)
+def _dictionary_counts() -> tuple[tuple[str, int], ...]:
+    """(word, count) of the alphabetic words of symspellpy's English frequency dictionary, most
+    frequent first (ties by spelling)."""
+    text = (importlib.resources.files("symspellpy") / SYMSPELL_DICTIONARY).read_text(encoding="utf-8")
+    entries = [(word, int(count)) for word, _, count in (line.partition(" ") for line in text.splitlines()) if _is_word(word)]
+    return tuple(sorted(entries, key=lambda e: (-e[1], e[0])))
+
+
+@functools.lru_cache(maxsize=1)
 def dictionary_words() -> frozenset[str]:
     """Lower-case alphabetic words of symspellpy's English frequency dictionary (82,765 entries)."""
-    text = (importlib.resources.files("symspellpy") / SYMSPELL_DICTIONARY).read_text(encoding="utf-8")
-    return frozenset(w for w in (line.split(" ", 1)[0] for line in text.splitlines()) if _is_word(w))
+    return frozenset(word for word, _ in _dictionary_counts())
 
 
 def top_dictionary_words(n: int, min_chars: int = 3) -> list[str]:
-    """The ``n`` most frequent alphabetic words of at least ``min_chars`` letters in symspellpy's
-    English frequency dictionary, most frequent first.
+    """The ``n`` most frequent words of at least ``min_chars`` letters in symspellpy's English
+    frequency dictionary, most frequent first.
 
     Used as one-word clean queries: song titles and product names rarely hold words such as
     "accommodation", so a model trained on them alone corrects isolated common words poorly.
     """
     if n <= 0:
         return []
-    text = (importlib.resources.files("symspellpy") / SYMSPELL_DICTIONARY).read_text(encoding="utf-8")
-    counted = []
-    for line in text.splitlines():
-        word, _, count = line.partition(" ")
-        if _is_word(word) and len(word) >= min_chars:
-            counted.append((-int(count), word))
-    return [word for _, word in sorted(counted)[:n]]
+    return [word for word, _ in _dictionary_counts() if len(word) >= min_chars][:n]
 
 
 def _is_word(token: str) -> bool:
