@@ -222,7 +222,7 @@ def test_each_kind_of_change_beats_its_own_margin(model_dir, raw, pairs):
     assert only_real_word.correct(queries) == [d.decoded if d.real_word else d.query for d in decisions]
     # the margin off means the raw decoder output, whatever the real-word margin says
     off = SpellCorrector(model_dir, "torch", max_new_tokens=24, copy_margin=None, real_word_margin=1e9)
-    assert off.correct(queries) == [d.decoded for d in decisions]
+    assert off.correct(queries) == [d.decoded for d in decisions] and off.real_word_margin is None
 
 
 def _decisions_of_both_kinds() -> tuple[list[CopyDecision], list[str]]:

@@ -84,7 +84,8 @@ class SpellCorrector:
     ``copy_margin``: ``"model"`` (default) uses the margin saved in the model's ``spellfix.json``;
     a number overrides it; ``None`` turns it off (the raw decoder output).
     ``real_word_margin``: the margin for answers that only replace dictionary words — ``"model"``
-    (default: the saved one, if any), a number, or ``None`` (``copy_margin`` applies to them too).
+    (default: the saved one, if any), a number, or ``None`` (``copy_margin`` applies to them too);
+    ignored when ``copy_margin`` is ``None``.
     """
 
     def __init__(
@@ -144,7 +145,8 @@ class SpellCorrector:
             num_beams=num_beams,
         )
         self.copy_margin = _margin_setting("copy_margin", copy_margin, self.settings.copy_margin)
-        self.real_word_margin = _margin_setting("real_word_margin", real_word_margin, self.settings.real_word_margin)
+        real_word = _margin_setting("real_word_margin", real_word_margin, self.settings.real_word_margin)
+        self.real_word_margin = None if self.copy_margin is None else real_word  # margins off: both off
         self._lexicon: Any = None
         self._annotator: Any = None
         if self.settings.candidates_enabled:
