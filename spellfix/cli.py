@@ -13,7 +13,10 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
+
+if TYPE_CHECKING:  # the CLI imports heavy modules inside its commands only
+    from spellfix.calibration import MarginPoint
 
 #: the corrector shipped in models/ (resolved by spellfix.modeling.resolve_model_dir)
 DEFAULT_MODEL = "spell-small-cpu"
@@ -88,7 +91,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _margins_text(point) -> str:
+def _margins_text(point: MarginPoint) -> str:
+    """The margins of a calibration point for the carry-over line ("copy 0.345, real-word 4.249")."""
+
     def fmt(value: float | None) -> str:
         return "off" if value is None else f"{value:.3f}"
 
