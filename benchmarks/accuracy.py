@@ -228,6 +228,8 @@ def render_markdown(report: dict[str, Any]) -> str:
                     setting = f" (copy margin {margin:.2f} nats" if margin is not None else ""
                     if setting and e.get("real_word_margin") is not None:
                         setting += f", real-word changes {e['real_word_margin']:.2f}"
+                    if setting and e.get("known_word_zipf") is not None:
+                        setting += f", known words: Zipf >= {e['known_word_zipf']:g}"
                     setting += ")" if setting else ""
                     lines.append(f"{e['name']}{setting} clears it: **{'yes' if beats else 'no'}**.")
         if first.get("identity_rows_added"):
@@ -342,6 +344,7 @@ def main(argv: list[str] | None = None) -> int:
                 "model": args.model if system_name == "spellfix" else None,
                 "copy_margin": getattr(system, "copy_margin", None),
                 "real_word_margin": getattr(system, "real_word_margin", None),
+                "known_word_zipf": getattr(system, "known_word_zipf", None),
                 "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "loadavg": os.getloadavg()[0], **result,
             })
     report: dict[str, Any] = {

@@ -63,7 +63,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")
     rows = spread_rows(read_pairs(args.data)[0], args.limit)
     references = [r["correction"] for r in rows]
-    corrector = SpellCorrector(args.model, backend=args.backend, batch_size=args.batch_size, copy_margin=None)
+    known_word_zipf = args.known_word_zipf
+    corrector = SpellCorrector(
+        args.model, backend=args.backend, batch_size=args.batch_size, copy_margin=None, known_word_zipf=known_word_zipf
+    )
     decisions = calibration.record_decisions(corrector, [r["query"] for r in rows], chunk_size=args.batch_size * 4, progress=not args.no_progress)
     separate = not args.single_margin
     points = calibration.sweep(decisions, references, separate_real_word=separate)
@@ -85,10 +88,32 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         "separate_real_word_margin": separate,
     }
     path = calibration.save_copy_margin(
-        corrector.model_dir, chosen.margin, real_word_margin=chosen.real_word_margin, provenance=provenance
+        corrector.model_dir, chosen.margin, real_word_margin=chosen.real_word_margin, known_word_zipf=known_word_zipf,
+        provenance=provenance,
     )
-    print(f"saved decoding.copy_margin={chosen.margin} decoding.real_word_margin={chosen.real_word_margin} in {path}")
+    print(
+        f"saved decoding.copy_margin={chosen.margin} decoding.real_word_margin={chosen.real_word_margin} "
+        f"decoding.known_word_zipf={known_word_zipf} in {path}"
+    )
     return 0
+
+
+#: chosen on data/dev.jsonl among 2.0 / 2.5 / 3.0 (docs/quality.md): "tv", "chili", "halen" count as known
+DEFAULT_KNOWN_WORD_ZIPF = 2.5
+
+
+def _known_word_zipf(value: str) -> float | None:
+    """--known-word-zipf: 'off' or a Zipf frequency the shipped word list can serve."""
+    from spellfix.inference.lexicon import check_known_word_zipf
+
+    if value == "off":
+        return None
+    try:
+        zipf = float(value)
+        check_known_word_zipf(zipf)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected 'off' or a number >= 2, got {value!r} ({exc})") from None
+    return zipf
 
 
 def _margins_text(point: MarginPoint) -> str:
@@ -246,6 +271,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--objective", default="exact_match", choices=["exact_match", "fixed"], help="what the margin maximises: exact match over all rows, or the fix rate (with --max-fpr as the budget of changed correct queries)")
     p.add_argument("--max-fpr", type=float, help="only margins whose false-positive rate is at most this (0-1)")
     p.add_argument("--single-margin", action="store_true", help="one margin for every change (default: a separate one for answers that only replace dictionary words)")
+    p.add_argument(
+        "--known-word-zipf", type=_known_word_zipf, default=DEFAULT_KNOWN_WORD_ZIPF, metavar="ZIPF",
+        help="words at least this frequent in wordfreq (Zipf scale, >= 2) count as dictionary words for the "
+        f"real-word margin, besides symspellpy's dictionary; 'off': symspellpy's alone (default {DEFAULT_KNOWN_WORD_ZIPF})",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the sweep, save nothing")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_calibrate)

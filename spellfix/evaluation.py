@@ -288,6 +288,7 @@ def evaluate(
         "rows_skipped": report.n_skipped,
         "copy_margin": getattr(corrector, "copy_margin", None),
         "real_word_margin": getattr(corrector, "real_word_margin", None),
+        "known_word_zipf": getattr(corrector, "known_word_zipf", None),
     }
     if json_out is not None:
         write_json_atomic(json_out, result)

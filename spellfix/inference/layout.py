@@ -76,6 +76,8 @@ class InputSettings:
     copy_margin: float | None = None
     #: the margin for answers that only replace dictionary words (None: ``copy_margin`` applies)
     real_word_margin: float | None = None
+    #: words at least this frequent in wordfreq count as known (``spellfix.inference.lexicon``; None: symspellpy's alone)
+    known_word_zipf: float | None = None
 
     @property
     def candidates_enabled(self) -> bool:
@@ -135,7 +137,7 @@ def read_input_settings(model_dir: str | Path) -> InputSettings:
         decoding = card.get("decoding") or {}
         if not isinstance(decoding, dict):
             raise ValueError(f"{settings_path}: decoding must be an object, got {type(decoding).__name__}")
-        for key in ("copy_margin", "real_word_margin"):
+        for key in ("copy_margin", "real_word_margin", "known_word_zipf"):
             margin = decoding.get(key)
             if margin is not None:
                 if isinstance(margin, bool) or not isinstance(margin, (int, float)):
