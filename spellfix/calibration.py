@@ -24,7 +24,8 @@ import numpy as np
 
 from spellfix.evaluation import normalize
 from spellfix.fsutil import write_json_atomic
-from spellfix.inference.corrector import CopyDecision, SpellCorrector
+from spellfix.inference.copy_rule import CopyDecision
+from spellfix.inference.corrector import SpellCorrector
 
 #: exact_match: share of all dev rows right (fixes and broken queries weigh the same);
 #: fixed: the fix rate alone, for use with a false-positive budget (``max_fpr``)
@@ -54,24 +55,34 @@ class MarginPoint:
 
 def sweep(decisions: Sequence[CopyDecision], references: Sequence[str], *, separate_real_word: bool = False) -> list[MarginPoint]:
     """Figures at every margin that changes an outcome: no margin (every decoded answer), one
-    threshold between each pair of neighbouring gains (midpoints, so a margin never sits on a
-    measured gain), and one above them all (always keep the query).
+    threshold between each pair of neighbouring critical values (midpoints, so a margin never sits
+    on a measured value), and one above them all (always keep the query). The critical values are
+    the gains of answers judged whole and the slacks of partial answers (``copy_rule``).
 
-    ``separate_real_word``: sweep the copy margin and the real-word margin jointly. Each row's
-    outcome depends on one of them only, so fixed rows and changed rows add up over the two kinds
-    of change; of all pairs, only those no other pair beats on both counts (more fixed, fewer
-    changed) are returned: both objectives pick among them. Falls back to one margin when the dev
-    set has no change of one kind."""
+    ``separate_real_word``: sweep the copy margin and the real-word margin jointly. A row judged
+    whole depends on one of them only, so fixed rows and changed rows add up over the two kinds of
+    change; rows judged edit by edit are scored on the whole grid of margin pairs. Of all pairs,
+    only those no other pair beats on both counts (more fixed, fewer changed) are returned: both
+    objectives pick among them. Falls back to one margin when the dev set has no change of one kind."""
     if len(decisions) != len(references):
         raise ValueError(f"{len(decisions)} decisions for {len(references)} references")
     if not decisions:
         raise ValueError("calibration needs at least one dev row")
     refs = [normalize(r) for r in references]
-    changes = [d for d in decisions if d.decoded != d.query]
-    if separate_real_word and {d.real_word for d in changes} == {False, True}:
+    word_values, real_word_values = critical_values(decisions)
+    if separate_real_word and word_values and real_word_values:
         return _joint_sweep(decisions, refs)
-    margins: list[float | None] = [None, *_thresholds([d.gain for d in changes])[1:]]
+    either = [min(a.word_slack, a.real_word_slack) for d in decisions for a in d.answers()]
+    margins: list[float | None] = [None, *_thresholds(either)]
     return [_score(decisions, refs, m) for m in margins]
+
+
+def critical_values(decisions: Sequence[CopyDecision]) -> tuple[list[float], list[float]]:
+    """The values where an outcome can flip: for the copy margin and for the real-word margin."""
+    answers = [a for d in decisions for a in d.answers()]
+    word = [a.word_slack for a in answers if math.isfinite(a.word_slack)]
+    real_word = [a.real_word_slack for a in answers if math.isfinite(a.real_word_slack)]
+    return word, real_word
 
 
 def _thresholds(gains: Sequence[float]) -> list[float]:
@@ -85,19 +96,33 @@ def _thresholds(gains: Sequence[float]) -> list[float]:
 def _joint_sweep(decisions: Sequence[CopyDecision], refs: Sequence[str]) -> list[MarginPoint]:
     misspelled = sum(d.query != r for d, r in zip(decisions, refs))
     correct = len(refs) - misspelled
-    curves = []
-    for real_word in (False, True):
+    word_values, real_word_values = critical_values(decisions)
+    m_nw, m_rw = np.array(_thresholds(word_values)), np.array(_thresholds(real_word_values))
+    fixed = np.zeros((m_nw.size, m_rw.size), dtype=np.int64)
+    changed = np.zeros_like(fixed)
+    # rows judged whole: one margin each, so their counts are a curve along one axis
+    for real_word, margins, axis in ((False, m_nw, 0), (True, m_rw, 1)):
         rows = [(d.gain, d.query != r and d.decoded == r, d.query == r) for d, r in zip(decisions, refs)
-                if d.decoded != d.query and d.real_word == real_word]
-        gains = np.array([g for g, _, _ in rows])
-        margins = np.array(_thresholds(gains.tolist()))
+                if not d.partials and d.decoded != d.query and d.real_word == real_word]
+        if not rows:
+            continue
+        gains, fixes, breaks = (np.array(column) for column in zip(*rows))
         taken = gains[None, :] > margins[:, None]  # which answers replace the query, per margin
-        fixed = taken @ np.array([f for _, f, _ in rows], dtype=np.int64)
-        changed = taken @ np.array([c for _, _, c in rows], dtype=np.int64)
-        curves.append((margins, fixed, changed))
-    (m_nw, f_nw, c_nw), (m_rw, f_rw, c_rw) = curves
-    fixed = (f_nw[:, None] + f_rw[None, :]).ravel()
-    changed = (c_nw[:, None] + c_rw[None, :]).ravel()
+        fixed += np.expand_dims(taken @ fixes.astype(np.int64), 1 - axis)
+        changed += np.expand_dims(taken @ breaks.astype(np.int64), 1 - axis)
+    # rows judged edit by edit: the best answer that pays, on every pair of margins
+    for d, r in zip(decisions, refs):
+        if not d.partials:
+            continue
+        undecided = np.ones_like(fixed, dtype=bool)
+        for answer in d.answers():
+            pays = undecided & (answer.word_slack > m_nw)[:, None] & (answer.real_word_slack > m_rw)[None, :]
+            if d.query == r:
+                changed += pays
+            elif answer.text == r:
+                fixed += pays
+            undecided &= ~pays
+    fixed, changed = fixed.ravel(), changed.ravel()
     nw_index, rw_index = np.divmod(np.arange(fixed.size), m_rw.size)
     # fewest changed first; then most fixed; then the larger (more conservative) margins
     order = np.lexsort((-m_nw[nw_index], -m_rw[rw_index], -fixed, changed))
@@ -183,10 +208,11 @@ def save_copy_margin(
     margin: float | None,
     *,
     real_word_margin: float | None = None,
+    known_word_zipf: float | None = None,
     provenance: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``decoding.copy_margin`` and ``decoding.real_word_margin`` into the model dir's
-    ``spellfix.json`` (atomically)."""
+    """Write ``decoding.copy_margin``, ``decoding.real_word_margin`` and the lexicon they were chosen
+    with (``decoding.known_word_zipf``) into the model dir's ``spellfix.json`` (atomically)."""
     from spellfix.inference import layout
 
     path = Path(model_dir) / layout.SETTINGS_FILE
@@ -196,6 +222,7 @@ def save_copy_margin(
     decoding = dict(card.get("decoding") or {})
     decoding["copy_margin"] = margin
     decoding["real_word_margin"] = real_word_margin
+    decoding["known_word_zipf"] = known_word_zipf
     if provenance:
         decoding["copy_margin_chosen_on"] = provenance
     card["decoding"] = decoding

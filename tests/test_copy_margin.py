@@ -57,8 +57,8 @@ def test_gain_is_decoded_minus_copy_score_and_zero_when_the_decoder_copies(raw, 
     # A row whose answer is the query itself is not rescored: gain 0 (the other row is scored).
     batch = raw.tokenizer.pad(raw.tokenizer.encode_ids(raw.encoder_texts([pairs[0][0], pairs[1][0]])))
     copies = raw.tokenizer.encode_targets([pairs[0][0], pairs[1][0]], raw.options.max_new_tokens)
-    gains = raw._copy_gains(batch, [copies[0], copies[0]], copies)
-    assert gains[0] == 0.0 and gains[1] != 0.0
+    judged = raw._judge(batch, [pairs[0][0], pairs[1][0]], [copies[0], copies[0]], copies)
+    assert (judged[0].decoded, judged[0].gain) == (pairs[0][0], 0.0) and judged[1].gain != 0.0
     d = differing[0]
     source = raw.tokenizer.encode_ids(raw.encoder_texts([d.query]))[0]
     decoded_ids = raw.generate_ids([d.query])[0]
@@ -76,8 +76,10 @@ def test_margin_decides_between_decoded_and_query(model_dir, raw, pairs):
     assert keep_all.correct(queries) == [d.query for d in decisions]
     middle = gains[len(gains) // 2] - 1e-6
     partial = SpellCorrector(model_dir, "torch", max_new_tokens=24, copy_margin=middle)
-    expected = [d.decoded if d.gain > middle else d.query for d in decisions]
+    expected = [d.choose(middle) for d in decisions]
     assert partial.correct(queries) == expected
+    # an answer judged whole stands or falls by its gain
+    assert all(out == (d.decoded if d.gain > middle else d.query) for out, d in zip(expected, decisions) if not d.partials)
     assert expected != [d.decoded for d in decisions] and expected != [d.query for d in decisions]
 
 
@@ -90,8 +92,9 @@ def test_sweep_figures_follow_from_the_gains():
     ]
     refs = ["hello", "world", "abba", "queen"]
     points = calibration.sweep(decisions, refs)
-    assert [p.margin for p in points] == [None, 0.75, 2.0, 4.0]
+    assert [p.margin for p in points] == [None, -0.5, 0.75, 2.0, 4.0]  # -0.5: below every gain
     assert [(p.fixed, p.false_positive_rate, p.exact_match) for p in points] == [
+        (0.5, 0.5, 0.5),
         (0.5, 0.5, 0.5),
         (0.5, 0.0, 0.75),
         (0.5, 0.0, 0.75),
@@ -135,6 +138,7 @@ def test_calibrate_cli_saves_the_margin_that_correct_and_evaluate_then_use(model
     card = json.loads((model / "spellfix.json").read_text())
     margin = card["decoding"]["copy_margin"]
     assert card["decoding"]["copy_margin_chosen_on"]["rows"] == len(pairs)
+    assert card["decoding"]["known_word_zipf"] == 2.5  # the lexicon the margins were chosen with travels with them
     fixer = SpellCorrector(model, "torch")
     assert fixer.copy_margin == margin
     result = tmp_path / "eval.json"
@@ -146,8 +150,9 @@ def test_calibrate_cli_saves_the_margin_that_correct_and_evaluate_then_use(model
     assert (margin, card["decoding"]["real_word_margin"]) == (best.margin, best.real_word_margin)
     assert best.real_word_margin is not None  # the tiny model makes both kinds of change here
     assert metrics["exact_match"] == pytest.approx(best.exact_match) and metrics["real_word_margin"] == best.real_word_margin
-    assert main(["calibrate", "--model", str(model), "--data", str(dev), "--no-progress", "--single-margin"]) == 0
-    assert json.loads((model / "spellfix.json").read_text())["decoding"]["real_word_margin"] is None
+    assert main(["calibrate", "--model", str(model), "--data", str(dev), "--no-progress", "--single-margin", "--known-word-zipf", "off"]) == 0
+    decoding = json.loads((model / "spellfix.json").read_text())["decoding"]
+    assert decoding["real_word_margin"] is None and decoding["known_word_zipf"] is None
 
 
 def test_a_bad_margin_in_spellfix_json_names_the_file(model_dir, tmp_path):
@@ -200,10 +205,11 @@ def test_a_shipped_model_name_resolves_to_models_dir(model_dir, tmp_path, monkey
 
 
 def test_real_word_changes_are_those_that_only_touch_dictionary_words():
-    from spellfix.inference.changes import changed_query_words, default_lexicon, is_real_word_change
+    from spellfix.inference.changes import is_real_word_change, word_edits
+    from spellfix.inference.lexicon import lexicon as known_words
 
-    lexicon = default_lexicon()
-    assert changed_query_words("thin lizzy", "this lizzy") == ["thin"]
+    lexicon = known_words(None)
+    assert [(e.start, e.end, e.words) for e in word_edits("thin lizzy", "this lizzy", lexicon)] == [(0, 1, ("this",))]
     assert is_real_word_change("thin lizzy", "this lizzy", lexicon)  # "lizzy" is untouched
     assert not is_real_word_change("accomodation", "accommodation", lexicon)  # a non-word fixed
     assert not is_real_word_change("to gether", "together", lexicon)  # "gether" is no word
@@ -216,10 +222,16 @@ def test_each_kind_of_change_beats_its_own_margin(model_dir, raw, pairs):
     decisions = raw.copy_decisions(queries)
     kinds = {d.real_word for d in decisions if d.decoded != d.query}
     assert kinds == {False, True}, "the tiny model should make both kinds of change on these rows"
+    assert any(d.partials for d in decisions), "and answers with several edits, judged edit by edit"
+    whole = [d for d in decisions if not d.partials]
     only_non_word = SpellCorrector(model_dir, "torch", max_new_tokens=24, copy_margin=-1e9, real_word_margin=1e9)
-    assert only_non_word.correct(queries) == [d.query if d.real_word else d.decoded for d in decisions]
+    outputs = only_non_word.correct(queries)
+    assert outputs == [d.choose(-1e9, 1e9) for d in decisions]
+    assert [outputs[decisions.index(d)] for d in whole] == [d.query if d.real_word else d.decoded for d in whole]
     only_real_word = SpellCorrector(model_dir, "torch", max_new_tokens=24, copy_margin=1e9, real_word_margin=-1e9)
-    assert only_real_word.correct(queries) == [d.decoded if d.real_word else d.query for d in decisions]
+    outputs = only_real_word.correct(queries)
+    assert outputs == [d.choose(1e9, -1e9) for d in decisions]
+    assert [outputs[decisions.index(d)] for d in whole] == [d.decoded if d.real_word else d.query for d in whole]
     # the margin off means the raw decoder output, whatever the real-word margin says
     off = SpellCorrector(model_dir, "torch", max_new_tokens=24, copy_margin=None, real_word_margin=1e9)
     assert off.correct(queries) == [d.decoded for d in decisions] and off.real_word_margin is None
@@ -273,9 +285,11 @@ def test_saved_real_word_margin_is_used_and_a_bad_one_names_the_file(model_dir, 
 
     model = tmp_path / "model"
     shutil.copytree(model_dir, model)
-    calibration.save_copy_margin(model, 1.25, real_word_margin=3.5, provenance={"rows": 2})
+    calibration.save_copy_margin(model, 1.25, real_word_margin=3.5, known_word_zipf=3.0, provenance={"rows": 2})
     fixer = SpellCorrector(model, "torch")
-    assert (fixer.copy_margin, fixer.real_word_margin) == (1.25, 3.5)
+    assert (fixer.copy_margin, fixer.real_word_margin, fixer.known_word_zipf) == (1.25, 3.5, 3.0)
+    with pytest.raises(ValueError, match="known_word_zipf: 1.0 is below 2.0"):
+        SpellCorrector(model, "torch", known_word_zipf=1.0)
     assert SpellCorrector(model, "torch", real_word_margin=None).real_word_margin is None
     card = json.loads((model / "spellfix.json").read_text())
     card["decoding"]["real_word_margin"] = [3]

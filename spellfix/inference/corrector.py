@@ -6,9 +6,10 @@ model was trained with it, ``spellfix.json: candidates.enabled``) -> ``<s> token
 -> optional copy margin: the decoder's answer replaces the query only when the model scores it at
 least ``copy_margin`` nats above the query itself (``spellfix.json: decoding.copy_margin``, chosen
 on a dev set by ``spellfix calibrate``), or ``real_word_margin`` nats when the answer only replaces
-dictionary words (``decoding.real_word_margin``; see ``spellfix.inference.changes``). A small model
-that is unsure should leave a search query alone: a wrong "fix" of a correct query costs more than
-a missed fix.
+dictionary words (``decoding.real_word_margin``; which words count: ``decoding.known_word_zipf``,
+``spellfix.inference.lexicon``). An answer with a few word edits is judged edit by edit, so a fix
+does not carry a wrong change along (``spellfix.inference.copy_rule``). A small model that is unsure
+should leave a search query alone: a wrong "fix" of a correct query costs more than a missed fix.
 Queries are sorted by length and decoded in batches of ``batch_size`` (less padding), then put back
 in the caller's order. An empty query gives an empty output without running the model.
 
@@ -19,7 +20,6 @@ class works inside a lean serving environment (Triton's python backend) from an 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -27,7 +27,9 @@ import numpy as np
 
 from spellfix.inference import layout
 from spellfix.inference.backends import BACKENDS, Backend
-from spellfix.inference.changes import default_lexicon, is_real_word_change
+from spellfix.inference.changes import apply_edits, is_real_word_change
+from spellfix.inference.copy_rule import CopyDecision, edit_subsets, judged_edits, partial_answers
+from spellfix.inference.lexicon import check_known_word_zipf, lexicon
 from spellfix.inference.decoding import DecodingOptions, generate, score_sequences
 from spellfix.inference.tokenization import QueryTokenizer
 from spellfix.inference.text import check_queries, normalize_query
@@ -35,41 +37,10 @@ from spellfix.inference.text import check_queries, normalize_query
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "int8", "fp16")
+#: no length limit when encoding partial answers (those longer than the decoder may emit are not judged)
+_UNBOUNDED = 1 << 30
 #: ``copy_margin="model"``: take the margin saved with the model (none saved: off)
 FROM_MODEL = "model"
-
-
-@dataclass(frozen=True)
-class CopyDecision:
-    """The decoder's answer next to "leave the query alone", for one query.
-
-    ``gain`` is logP(decoded) - logP(query) under the model (nats); 0.0 when the decoder already
-    returned the query. ``real_word``: the answer only replaces dictionary words. The corrector
-    outputs ``decoded`` when ``gain`` beats the margin that applies (:func:`margin_for`), else ``query``.
-    """
-
-    query: str
-    decoded: str
-    gain: float
-    real_word: bool = False
-
-    def choose(self, copy_margin: float | None, real_word_margin: float | None = None) -> str:
-        margin = margin_for(self.real_word, copy_margin, real_word_margin)
-        return self.decoded if correction_wins(self.gain, margin) else self.query
-
-
-def margin_for(real_word: bool, copy_margin: float | None, real_word_margin: float | None) -> float | None:
-    """The margin a change must beat: ``real_word_margin`` for real-word changes when both margins
-    are set, else ``copy_margin`` (None: the margin is off, every answer stands)."""
-    if copy_margin is None:
-        return None
-    return real_word_margin if real_word and real_word_margin is not None else copy_margin
-
-
-def correction_wins(gain: float, copy_margin: float | None) -> bool:
-    """The copy-margin rule, in one place: the decoded answer replaces the query when it beats it by
-    more than the margin (no margin: always)."""
-    return copy_margin is None or gain > copy_margin
 
 
 class SpellCorrector:
@@ -86,6 +57,9 @@ class SpellCorrector:
     ``real_word_margin``: the margin for answers that only replace dictionary words — ``"model"``
     (default: the saved one, if any), a number, or ``None`` (``copy_margin`` applies to them too);
     ignored when ``copy_margin`` is ``None``.
+    ``known_word_zipf``: which words count as dictionary words for that rule — ``"model"`` (default:
+    the setting saved with the margins), ``None`` (symspellpy's dictionary alone) or a Zipf frequency
+    (also wordfreq's words at least that frequent; see ``spellfix.inference.lexicon``).
     """
 
     def __init__(
@@ -102,6 +76,7 @@ class SpellCorrector:
         backend_options: Mapping[str, Any] | None = None,
         copy_margin: float | str | None = FROM_MODEL,
         real_word_margin: float | str | None = FROM_MODEL,
+        known_word_zipf: float | str | None = FROM_MODEL,
     ):
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -147,7 +122,10 @@ class SpellCorrector:
         self.copy_margin = _margin_setting("copy_margin", copy_margin, self.settings.copy_margin)
         real_word = _margin_setting("real_word_margin", real_word_margin, self.settings.real_word_margin)
         self.real_word_margin = None if self.copy_margin is None else real_word  # margins off: both off
-        self._lexicon: Any = None
+        self.known_word_zipf = _margin_setting("known_word_zipf", known_word_zipf, self.settings.known_word_zipf)
+        if self.known_word_zipf is not None:
+            check_known_word_zipf(self.known_word_zipf)
+        self._lexicon: frozenset[str] | None = None
         self._annotator: Any = None
         if self.settings.candidates_enabled:
             from spellfix.data.candidates import CandidateAnnotator, CandidatesConfig  # only models trained with it
@@ -166,73 +144,92 @@ class SpellCorrector:
 
     def generate_ids(self, queries: Sequence[str | bytes]) -> list[list[int]]:
         """Output token ids per query (ending with eos when finished; [] for an empty query), after
-        the copy margin when one is set (the query's own ids where the correction does not win)."""
+        the copy margin when one is set (the query's own ids where no correction wins)."""
         texts = self._normalized(queries)
-        decoded, copies, gains = self._decode(texts, score_copy=self.copy_margin is not None)
+        decoded, copies, decisions = self._decode(texts, judge=self.copy_margin is not None)
         if self.copy_margin is None:
             return decoded
-        real_word = [False] * len(texts)
-        if self.real_word_margin is not None:
-            differ = [i for i, (ids, copy) in enumerate(zip(decoded, copies)) if ids != copy]
-            for i, answer in zip(differ, self.tokenizer.decode([decoded[i] for i in differ])):
-                real_word[i] = self._is_real_word_change(texts[i], answer)
-        return [
-            ids if correction_wins(gain, margin_for(rw, self.copy_margin, self.real_word_margin)) else copy
-            for ids, copy, gain, rw in zip(decoded, copies, gains, real_word)
-        ]
+        outputs = []
+        for ids, copy, decision in zip(decoded, copies, decisions):
+            choice = decision.choose(self.copy_margin, self.real_word_margin) if decision else None
+            if choice is None or choice == decision.decoded:
+                outputs.append(ids)
+            elif choice == decision.query:
+                outputs.append(copy)
+            else:  # a part of the decoder's edits
+                outputs.append(self.tokenizer.encode_targets([choice], self.options.max_new_tokens)[0])
+        return outputs
 
     def copy_decisions(self, queries: Sequence[str | bytes]) -> list[CopyDecision]:
         """Per query: the normalised query, the raw decoder answer, how much the model prefers it
-        (``gain``) and whether it is a real-word change. ``spellfix calibrate`` picks the margins
-        from these on a dev set."""
+        (``gain``), whether it is a real-word change and, for answers with a few edits, every partial
+        answer. ``spellfix calibrate`` picks the margins from these on a dev set."""
         texts = self._normalized(queries)
-        decoded, _, gains = self._decode(texts, score_copy=True)
-        return [
-            CopyDecision(t, d, g, self._is_real_word_change(t, d))
-            for t, d, g in zip(texts, self.tokenizer.decode(decoded), gains)
-        ]
+        _, _, decisions = self._decode(texts, judge=True)
+        return [d if d is not None else CopyDecision(t, t, 0.0) for t, d in zip(texts, decisions)]
 
-    def _is_real_word_change(self, query: str, answer: str) -> bool:
+    def _lexicon_words(self) -> frozenset[str]:
         if self._lexicon is None:
-            self._lexicon = default_lexicon()
-        return is_real_word_change(query, answer, self._lexicon)
+            self._lexicon = lexicon(self.known_word_zipf)
+        return self._lexicon
 
-    def _decode(self, texts: list[str], *, score_copy: bool) -> tuple[list[list[int]], list[list[int]], list[float]]:
-        """Decoded ids, the query's own target ids and gain = logP(decoded) - logP(query) per text
-        (with ``score_copy=False``: no copy ids, gains 0.0)."""
+    def _decode(self, texts: list[str], *, judge: bool) -> tuple[list[list[int]], list[list[int]], list[CopyDecision | None]]:
+        """Decoded ids, the query's own target ids and (``judge``) a :class:`CopyDecision` per text
+        (``judge=False``: no copy ids, no decisions; an empty text: None)."""
         decoded: list[list[int]] = [[] for _ in texts]
         copies: list[list[int]] = [[] for _ in texts]
-        gains = [0.0] * len(texts)
+        decisions: list[CopyDecision | None] = [None] * len(texts)
         todo = [i for i, t in enumerate(texts) if t]
         if not todo:
-            return decoded, copies, gains
+            return decoded, copies, decisions
         encoded = self.tokenizer.encode_ids([self._annotate(texts[i]) for i in todo])
-        targets = self.tokenizer.encode_targets([texts[i] for i in todo], self.options.max_new_tokens) if score_copy else [[] for _ in todo]
+        targets = self.tokenizer.encode_targets([texts[i] for i in todo], self.options.max_new_tokens) if judge else [[] for _ in todo]
         order = sorted(range(len(todo)), key=lambda j: len(encoded[j]))
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
             batch = self.tokenizer.pad([encoded[j] for j in chunk])
             outputs = generate(self.backend, batch.input_ids, batch.attention_mask, self.options)
-            chunk_gains = self._copy_gains(batch, outputs, [targets[j] for j in chunk]) if score_copy else [0.0] * len(chunk)
-            for j, ids, gain in zip(chunk, outputs, chunk_gains):
-                decoded[todo[j]], copies[todo[j]], gains[todo[j]] = ids, targets[j], gain
-        return decoded, copies, gains
+            for j, ids in zip(chunk, outputs):
+                decoded[todo[j]], copies[todo[j]] = ids, targets[j]
+            if judge:
+                chunk_decisions = self._judge(batch, [texts[todo[j]] for j in chunk], outputs, [targets[j] for j in chunk])
+                for j, decision in zip(chunk, chunk_decisions):
+                    decisions[todo[j]] = decision
+        return decoded, copies, decisions
 
-    def _copy_gains(self, batch: Any, outputs: list[list[int]], copies: list[list[int]]) -> list[float]:
-        """logP(output) - logP(copy) per row, scored only where they differ (one extra teacher-forced
-        pass over both sequences of those rows, on every backend)."""
-        gains = [0.0] * len(outputs)
+    def _judge(self, batch: Any, queries: list[str], outputs: list[list[int]], copies: list[list[int]]) -> list[CopyDecision]:
+        """A :class:`CopyDecision` per row. Rows whose answer differs from the query get one extra
+        teacher-forced pass (on every backend) scoring the answer, the query and, for answers with
+        a few word edits, every partial answer (``spellfix.inference.copy_rule``)."""
+        decisions = [CopyDecision(q, q, 0.0) for q in queries]
         differ = [i for i, (out, copy) in enumerate(zip(outputs, copies)) if out != copy]
         if not differ:
-            return gains
+            return decisions
+        answers = self.tokenizer.decode([outputs[i] for i in differ])
+        words = self._lexicon_words()
+        edits = [judged_edits(queries[i], answer, words) for i, answer in zip(differ, answers)]
+        sequences, owners = [], []
+        for k, i in enumerate(differ):
+            partial_texts = [apply_edits(queries[i], edits[k], keep) for keep in edit_subsets(len(edits[k]))[:-1]]
+            partial_targets = self.tokenizer.encode_targets(partial_texts, _UNBOUNDED)
+            if any(len(t) > self.options.max_new_tokens for t in partial_targets):
+                edits[k], partial_targets = [], []  # a partial answer the decoder could not emit: judge whole
+            row = [outputs[i], copies[i], *partial_targets]
+            sequences += row
+            owners += [k] * len(row)
         rows = np.asarray(differ)
         state = self.backend.encode(batch.input_ids[rows], batch.attention_mask[rows])
-        state = self.backend.select_rows(state, np.repeat(np.arange(len(rows)), 2))
-        pairs = [seq for i in differ for seq in (outputs[i], copies[i])]
-        scores = score_sequences(self.backend, state, pairs, self.options.decoder_start_token_id, self.options.pad_token_id)
-        for k, i in enumerate(differ):
-            gains[i] = float(scores[2 * k] - scores[2 * k + 1])
-        return gains
+        state = self.backend.select_rows(state, np.asarray(owners))
+        scores = score_sequences(self.backend, state, sequences, self.options.decoder_start_token_id, self.options.pad_token_id)
+        position = 0
+        for k, (i, answer) in enumerate(zip(differ, answers)):
+            answer_score, query_score = float(scores[position]), float(scores[position + 1])
+            partial_scores = [float(x) for x in scores[position + 2 : position + 2 + 2 ** len(edits[k]) - 2]]
+            position += 2 ** len(edits[k]) if edits[k] else 2
+            partials = partial_answers(queries[i], edits[k], [*partial_scores, answer_score], query_score) if edits[k] else ()
+            real_word = is_real_word_change(queries[i], answer, words)
+            decisions[i] = CopyDecision(queries[i], answer, answer_score - query_score, real_word, partials)
+        return decisions
 
     def correct(self, queries: Sequence[str | bytes]) -> list[str]:
         """One correction per query, in order. Raises TypeError/ValueError naming the bad query."""
@@ -241,12 +238,13 @@ class SpellCorrector:
     def __repr__(self) -> str:
         return (
             f"SpellCorrector({str(self.model_dir)!r}, backend={self.backend_name!r}, "
-            f"num_beams={self.options.num_beams}, copy_margin={self.copy_margin}, real_word_margin={self.real_word_margin})"
+            f"num_beams={self.options.num_beams}, copy_margin={self.copy_margin}, real_word_margin={self.real_word_margin}, "
+            f"known_word_zipf={self.known_word_zipf})"
         )
 
 
 def _margin_setting(name: str, value: float | str | None, saved: float | None) -> float | None:
-    """A margin argument as a float or None: ``"model"`` takes the one saved with the model."""
+    """A margin (or Zipf) argument as a float or None: ``"model"`` takes the one saved with the model."""
     if value == FROM_MODEL:
         return saved
     if value is not None and (isinstance(value, (bool, str)) or not isinstance(value, (int, float))):

@@ -1,0 +1,110 @@
+"""The keep-the-query rule: when does the decoder's answer replace the query?
+
+Why: a small model decodes *something* for every query, and a wrong "fix" of a correct search
+query costs more than a missed fix. So an answer replaces the query only when the model prefers it
+by a margin (nats of logP(answer) - logP(query)): ``copy_margin``, or the larger ``real_word_margin``
+when the change only replaces dictionary words (``spellfix.inference.changes``).
+
+An answer with several word edits is judged edit by edit: "train in vain teh clash" decoded as
+"train in vain the class" fixes a misspelling and breaks an artist name in one go. Each edit must
+pay for itself — the answer must beat the same answer without that edit by the margin of the
+edit's kind — so the corrector also scores every answer made of a subset of the edits (up to
+``MAX_JUDGED_EDITS`` edits: 2**k - 2 extra teacher-forced sequences) and outputs the highest-scoring
+one whose edits all pay ("train in vain the clash"). With one edit this is the plain rule above.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import Collection, Sequence
+
+from spellfix.inference.changes import WordEdit, apply_edits, word_edits
+
+#: answers with more word edits than this are judged as a whole (2**k sequences scored per row)
+MAX_JUDGED_EDITS = 3
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An answer the corrector may give instead of the query: the decoder's, or a part of its edits.
+
+    ``gain``: logP(text) - logP(query). ``word_slack``: how much the weakest of its non-real-word
+    edits adds (logP(text) - logP(text without that edit)); ``real_word_slack``: the same over its
+    real-word edits. ``math.inf`` when it has no edit of that kind.
+    """
+
+    text: str
+    gain: float
+    word_slack: float = math.inf
+    real_word_slack: float = math.inf
+
+    def pays(self, copy_margin: float, real_word_margin: float | None) -> bool:
+        """Every edit beats the margin of its kind (``real_word_margin`` None: ``copy_margin``)."""
+        real_word = copy_margin if real_word_margin is None else real_word_margin
+        return self.word_slack > copy_margin and self.real_word_slack > real_word
+
+
+@dataclass(frozen=True)
+class CopyDecision:
+    """The decoder's answer next to "leave the query alone", for one query.
+
+    ``gain`` is logP(decoded) - logP(query) under the model (nats); 0.0 when the decoder already
+    returned the query. ``real_word``: the answer only replaces dictionary words. ``partials``:
+    for an answer with 2..``MAX_JUDGED_EDITS`` word edits, every answer made of a non-empty subset of
+    them (the full one included), judged edit by edit; empty: the answer is judged whole.
+    """
+
+    query: str
+    decoded: str
+    gain: float
+    real_word: bool = False
+    partials: tuple[Answer, ...] = field(default=(), compare=False)
+
+    def answers(self) -> tuple[Answer, ...]:
+        """The answers that may replace the query, highest gain first."""
+        if self.partials:
+            return tuple(sorted(self.partials, key=lambda a: -a.gain))
+        if self.decoded == self.query:
+            return ()
+        slack = {"real_word_slack" if self.real_word else "word_slack": self.gain}
+        return (Answer(self.decoded, self.gain, **slack),)
+
+    def choose(self, copy_margin: float | None, real_word_margin: float | None = None) -> str:
+        """The output: the best answer whose edits all beat their margins, else the query
+        (``copy_margin`` None: the decoder's answer, no rule)."""
+        if copy_margin is None:
+            return self.decoded
+        return next((a.text for a in self.answers() if a.pays(copy_margin, real_word_margin)), self.query)
+
+
+def edit_subsets(count: int) -> list[tuple[bool, ...]]:
+    """Which edits each partial answer keeps: every non-empty subset of ``count`` edits, the full one last."""
+    return [keep for keep in itertools.product((False, True), repeat=count) if any(keep)]
+
+
+def partial_answers(query: str, edits: Sequence[WordEdit], scores: Sequence[float], query_score: float) -> tuple[Answer, ...]:
+    """Answers for every subset of ``edits`` given their scores (logP, in ``edit_subsets`` order)
+    and the query's, each with the slack of its weakest edit of either kind."""
+    subsets = edit_subsets(len(edits))
+    if len(scores) != len(subsets):
+        raise ValueError(f"{len(scores)} scores for {len(subsets)} subsets of {len(edits)} edits")
+    score_of = {keep: s for keep, s in zip(subsets, scores)}
+    score_of[(False,) * len(edits)] = query_score
+    answers = []
+    for keep in subsets:
+        slack = {"word_slack": math.inf, "real_word_slack": math.inf}
+        for i, edit in enumerate(edits):
+            if keep[i]:
+                without = keep[:i] + (False,) + keep[i + 1 :]
+                kind = "real_word_slack" if edit.real_word else "word_slack"
+                slack[kind] = min(slack[kind], score_of[keep] - score_of[without])
+        answers.append(Answer(apply_edits(query, edits, keep), score_of[keep] - query_score, **slack))
+    return tuple(answers)
+
+
+def judged_edits(query: str, decoded: str, lexicon: Collection[str]) -> list[WordEdit]:
+    """The word edits to judge one by one: 2..``MAX_JUDGED_EDITS`` of them, else [] (judge whole)."""
+    edits = word_edits(query, decoded, lexicon)
+    return edits if 2 <= len(edits) <= MAX_JUDGED_EDITS else []
