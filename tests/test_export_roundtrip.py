@@ -167,11 +167,11 @@ def test_a_calibrated_margin_travels_with_the_export(model_dir, tmp_path, querie
 
     calibrated = tmp_path / "model"
     shutil.copytree(model_dir, calibrated)
-    save_copy_margin(calibrated, 1.5, real_word_margin=0.5)
+    save_copy_margin(calibrated, 1.5, real_word_margin=0.5, known_word_zipf=2.5)
     out = tmp_path / "exp"
     export(calibrated, out, formats=["onnx"])
     fixer = SpellCorrector(out, "onnxruntime", max_new_tokens=24)
-    assert (fixer.copy_margin, fixer.real_word_margin) == (1.5, 0.5)
+    assert (fixer.copy_margin, fixer.real_word_margin, fixer.known_word_zipf) == (1.5, 0.5, 2.5)
     decisions = SpellCorrector(out, "onnxruntime", max_new_tokens=24, copy_margin=None).copy_decisions(queries[:16])
     assert fixer.correct(queries[:16]) == [d.choose(1.5, 0.5) for d in decisions]
     assert [d.choose(1.5, 0.5) for d in decisions] != [d.choose(1.5) for d in decisions]  # the second margin mattered
