@@ -29,7 +29,7 @@ $(DEV_STAMP): $(STAMP)
 ## whole dev set, correct a few queries.
 quickstart: install
 	$(PYTHON) -m spellfix.cli train --recipe quickstart --output-dir runs/quickstart --resume never
-	$(PYTHON) -m spellfix.cli calibrate --model runs/quickstart --data data/dev.jsonl --limit 1617 --objective fixed --max-fpr 0.13
+	$(PYTHON) -m spellfix.cli calibrate --model runs/quickstart --data data/dev.jsonl --limit 1617
 	$(PYTHON) -m spellfix.cli evaluate --model runs/quickstart --data data/dev.jsonl --json runs/quickstart/eval.json
 	$(PYTHON) -m spellfix.cli correct --model runs/quickstart $(QUERIES)
 
@@ -41,7 +41,7 @@ quickstart: install
 spell-small-cpu: install
 	$(PYTHON) -m spellfix.cli train --recipe spell-small-cpu --output-dir runs/spell-small-cpu --resume auto
 	$(PYTHON) -m spellfix.cli train --recipe spell-small-cpu-words --output-dir runs/spell-small-cpu-words --resume auto
-	$(PYTHON) -m spellfix.cli calibrate --model runs/spell-small-cpu-words/final --data data/dev.jsonl --objective fixed --max-fpr 0.13
+	$(PYTHON) -m spellfix.cli calibrate --model runs/spell-small-cpu-words/final --data data/dev.jsonl
 	rm -rf models/spell-small-cpu.tmp && cp -r runs/spell-small-cpu-words/final models/spell-small-cpu.tmp
 	rm -rf models/spell-small-cpu && mv models/spell-small-cpu.tmp models/spell-small-cpu
 
