@@ -296,3 +296,7 @@ def test_saved_real_word_margin_is_used_and_a_bad_one_names_the_file(model_dir, 
     (model / "spellfix.json").write_text(json.dumps(card))
     with pytest.raises(ValueError, match=r"spellfix\.json: decoding\.real_word_margin"):
         SpellCorrector(model, "torch")
+    card["decoding"].update(real_word_margin=3.0, known_word_zipf=1.0)
+    (model / "spellfix.json").write_text(json.dumps(card))
+    with pytest.raises(ValueError, match=r"spellfix\.json: decoding\.known_word_zipf: 1.0 is below 2.0"):
+        SpellCorrector(model, "torch")

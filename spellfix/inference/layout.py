@@ -143,6 +143,13 @@ def read_input_settings(model_dir: str | Path) -> InputSettings:
                 if isinstance(margin, bool) or not isinstance(margin, (int, float)):
                     raise ValueError(f"{settings_path}: decoding.{key}: expected a number or null, got {margin!r}")
                 values[key] = float(margin)
+        if values.get("known_word_zipf") is not None:
+            from spellfix.inference.lexicon import check_known_word_zipf
+
+            try:
+                check_known_word_zipf(values["known_word_zipf"])
+            except ValueError as exc:
+                raise ValueError(f"{settings_path}: decoding.{exc}") from None
     gen_path = find_file(model_dir, GENERATION_CONFIG_FILE)
     if gen_path is not None:
         gen = _read_json(gen_path)
