@@ -71,7 +71,7 @@ def sweep(decisions: Sequence[CopyDecision], references: Sequence[str], *, separ
     refs = [normalize(r) for r in references]
     word_values, real_word_values = critical_values(decisions)
     if separate_real_word and word_values and real_word_values:
-        return _joint_sweep(decisions, refs)
+        return _joint_sweep(decisions, refs, word_values, real_word_values)
     either = [min(a.word_slack, a.real_word_slack) for d in decisions for a in d.answers()]
     margins: list[float | None] = [None, *_thresholds(either)]
     return [_score(decisions, refs, m) for m in margins]
@@ -93,10 +93,11 @@ def _thresholds(gains: Sequence[float]) -> list[float]:
     return [distinct[0] - 1.0, *((a + b) / 2 for a, b in zip(distinct, distinct[1:])), distinct[-1] + 1.0]
 
 
-def _joint_sweep(decisions: Sequence[CopyDecision], refs: Sequence[str]) -> list[MarginPoint]:
+def _joint_sweep(
+    decisions: Sequence[CopyDecision], refs: Sequence[str], word_values: Sequence[float], real_word_values: Sequence[float]
+) -> list[MarginPoint]:
     misspelled = sum(d.query != r for d, r in zip(decisions, refs))
     correct = len(refs) - misspelled
-    word_values, real_word_values = critical_values(decisions)
     m_nw, m_rw = np.array(_thresholds(word_values)), np.array(_thresholds(real_word_values))
     fixed = np.zeros((m_nw.size, m_rw.size), dtype=np.int64)
     changed = np.zeros_like(fixed)

@@ -54,9 +54,10 @@ def test_an_answer_judged_whole_is_the_plain_margin_rule():
 
 
 def test_only_a_few_edits_are_judged_one_by_one():
-    assert judged_edits("a b", "c b", LEXICON) == []  # one edit: judged whole
-    assert len(judged_edits("a b c", "b c d", LEXICON)) == 2
-    assert len(word_edits("a b c d", "w x y z", LEXICON)) == 4 and judged_edits("a b c d", "w x y z", LEXICON) == []
+    assert judged_edits(word_edits("a b", "c b", LEXICON)) == []  # one edit: judged whole
+    assert len(judged_edits(word_edits("a b c", "b c d", LEXICON))) == 2
+    four = word_edits("a b c d", "w x y z", LEXICON)
+    assert len(four) == 4 and judged_edits(four) == []
 
 
 def _decisions_with_partials() -> tuple[list[CopyDecision], list[str]]:

@@ -57,5 +57,9 @@ def apply_edits(query: str, edits: Sequence[WordEdit], keep: Sequence[bool]) -> 
 def is_real_word_change(query: str, decoded: str, lexicon: Collection[str]) -> bool:
     """True when ``decoded`` differs from ``query`` and every query word it touches is in ``lexicon``
     (an answer that only inserts words counts too)."""
-    edits = word_edits(query, decoded, lexicon)
+    return only_real_words(word_edits(query, decoded, lexicon))
+
+
+def only_real_words(edits: Sequence[WordEdit]) -> bool:
+    """At least one edit, and every edit replaces dictionary words only (a real-word change)."""
     return bool(edits) and all(edit.real_word for edit in edits)

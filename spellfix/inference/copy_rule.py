@@ -18,9 +18,9 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass, field
-from typing import Collection, Sequence
+from typing import Sequence
 
-from spellfix.inference.changes import WordEdit, apply_edits, word_edits
+from spellfix.inference.changes import WordEdit, apply_edits
 
 #: answers with more word edits than this are judged as a whole (2**k sequences scored per row)
 MAX_JUDGED_EDITS = 3
@@ -104,7 +104,7 @@ def partial_answers(query: str, edits: Sequence[WordEdit], scores: Sequence[floa
     return tuple(answers)
 
 
-def judged_edits(query: str, decoded: str, lexicon: Collection[str]) -> list[WordEdit]:
-    """The word edits to judge one by one: 2..``MAX_JUDGED_EDITS`` of them, else [] (judge whole)."""
-    edits = word_edits(query, decoded, lexicon)
-    return edits if 2 <= len(edits) <= MAX_JUDGED_EDITS else []
+def judged_edits(edits: Sequence[WordEdit]) -> list[WordEdit]:
+    """The edits to judge one by one: all of them when there are 2..``MAX_JUDGED_EDITS``, else []
+    (one edit, or too many to score every subset: the answer is judged whole)."""
+    return list(edits) if 2 <= len(edits) <= MAX_JUDGED_EDITS else []

@@ -27,7 +27,7 @@ import numpy as np
 
 from spellfix.inference import layout
 from spellfix.inference.backends import BACKENDS, Backend
-from spellfix.inference.changes import apply_edits, is_real_word_change
+from spellfix.inference.changes import apply_edits, only_real_words, word_edits
 from spellfix.inference.copy_rule import CopyDecision, edit_subsets, judged_edits, partial_answers
 from spellfix.inference.lexicon import check_known_word_zipf, lexicon
 from spellfix.inference.decoding import DecodingOptions, generate, score_sequences
@@ -207,7 +207,8 @@ class SpellCorrector:
             return decisions
         answers = self.tokenizer.decode([outputs[i] for i in differ])
         words = self._lexicon_words()
-        edits = [judged_edits(queries[i], answer, words) for i, answer in zip(differ, answers)]
+        all_edits = [word_edits(queries[i], answer, words) for i, answer in zip(differ, answers)]
+        edits = [judged_edits(row_edits) for row_edits in all_edits]
         sequences, owners = [], []
         for k, i in enumerate(differ):
             partial_texts = [apply_edits(queries[i], edits[k], keep) for keep in edit_subsets(len(edits[k]))[:-1]]
@@ -227,7 +228,7 @@ class SpellCorrector:
             partial_scores = [float(x) for x in scores[position + 2 : position + 2 + 2 ** len(edits[k]) - 2]]
             position += 2 ** len(edits[k]) if edits[k] else 2
             partials = partial_answers(queries[i], edits[k], [*partial_scores, answer_score], query_score) if edits[k] else ()
-            real_word = is_real_word_change(queries[i], answer, words)
+            real_word = only_real_words(all_edits[k])
             decisions[i] = CopyDecision(queries[i], answer, answer_score - query_score, real_word, partials)
         return decisions
 
