@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -180,11 +181,26 @@ def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # how a shell starts a background job (`spellfix serve &`)
 
 
-def test_spellfix_serve_starts_on_loopback_and_stops_cleanly_on_ctrl_c(export_dir, tmp_path):
-    from spellfix.serving.server import free_ports
+def _free_port_run(count: int) -> int:
+    """A port P with P .. P+count-1 all free right now: `spellfix serve --port P` puts gRPC on P+1
+    and metrics on P+2, and a free P alone once let gRPC collide with a port in use."""
+    from spellfix.serving.server import LOOPBACK, free_ports
 
+    for _ in range(50):
+        (base,) = free_ports(1)
+        try:
+            for port in range(base + 1, base + count):
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                    sock.bind((LOOPBACK, port))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError(f"no run of {count} free ports found")
+
+
+def test_spellfix_serve_starts_on_loopback_and_stops_cleanly_on_ctrl_c(export_dir, tmp_path):
     env_dir = ensure_triton_env()
-    (port,) = free_ports(1)
+    port = _free_port_run(3)
     command = [sys.executable, "-m", "spellfix.cli", "serve", "--model-repository", str(export_dir / "triton"), "--port", str(port)]
     env = {**os.environ, "SPELLFIX_TRITON_ENV": str(env_dir)}
     proc = subprocess.Popen(
