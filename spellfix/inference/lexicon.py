@@ -24,18 +24,13 @@ KNOWN_WORDS_RESOURCE = "wordfreq_en_extra.tsv"
 RESOURCE_MIN_ZIPF = 2.0
 
 
-def symspell_words() -> frozenset[str]:
-    """symspellpy's English dictionary (the candidates' and the noise synthesizer's word list)."""
-    from spellfix.data.noise import dictionary_words
-
-    return dictionary_words()
-
-
 @functools.lru_cache(maxsize=4)
 def lexicon(known_word_zipf: float | None = None) -> frozenset[str]:
     """symspellpy's dictionary, plus (``known_word_zipf`` set) every wordfreq English word at least
     that frequent. ``None``: symspellpy's dictionary alone (models calibrated before the option)."""
-    words = symspell_words()
+    from spellfix.data.noise import dictionary_words  # symspellpy's; lazy: the serving env imports little
+
+    words = dictionary_words()
     if known_word_zipf is None:
         return words
     check_known_word_zipf(known_word_zipf)
@@ -74,7 +69,9 @@ def write_known_words_resource(path: Path, min_zipf: float = RESOURCE_MIN_ZIPF) 
 
     from spellfix.fsutil import write_text_atomic
 
-    known = symspell_words()
+    from spellfix.data.noise import dictionary_words
+
+    known = dictionary_words()
     frequencies = wordfreq.get_frequency_dict("en", wordlist="best")
     rows = sorted(
         ((word, math.log10(freq) + 9) for word, freq in frequencies.items() if word not in known and not any(c.isspace() for c in word)),
