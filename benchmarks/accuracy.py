@@ -226,7 +226,9 @@ def render_markdown(report: dict[str, Any]) -> str:
                     beats = (e["exact_match_misspelled"] or 0) > bar_fix and (e["false_positive_rate"] or 0) < bar_fp
                     margin = e.get("copy_margin")
                     setting = f" (copy margin {margin:.2f} nats" if margin is not None else ""
-                    if setting and e.get("real_word_margin") is not None:
+                    if e.get("acceptance"):
+                        setting = f" (acceptance model, threshold {e['acceptance']['threshold']:.2f}"
+                    if setting and not e.get("acceptance") and e.get("real_word_margin") is not None:
                         setting += f", real-word changes {e['real_word_margin']:.2f}"
                     if setting and e.get("known_word_zipf") is not None:
                         setting += f", known words: Zipf >= {e['known_word_zipf']:g}"
@@ -345,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
                 "copy_margin": getattr(system, "copy_margin", None),
                 "real_word_margin": getattr(system, "real_word_margin", None),
                 "known_word_zipf": getattr(system, "known_word_zipf", None),
+                "acceptance": system.acceptance.to_dict() if getattr(system, "acceptance", None) else None,
                 "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "loadavg": os.getloadavg()[0], **result,
             })
     report: dict[str, Any] = {

@@ -18,13 +18,14 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Collection, Mapping, Sequence
 
 import numpy as np
 
 from spellfix.evaluation import normalize
 from spellfix.fsutil import write_json_atomic
-from spellfix.inference.copy_rule import CopyDecision
+from spellfix.inference.acceptance import AcceptanceModel, answer_features, fit_logistic
+from spellfix.inference.copy_rule import Answer, CopyDecision
 from spellfix.inference.corrector import SpellCorrector
 
 #: exact_match: share of all dev rows right (fixes and broken queries weigh the same);
@@ -61,7 +62,9 @@ def sweep(decisions: Sequence[CopyDecision], references: Sequence[str], *, separ
 
     ``separate_real_word``: sweep the copy margin and the real-word margin jointly. A row judged
     whole depends on one of them only, so fixed rows and changed rows add up over the two kinds of
-    change; rows judged edit by edit are scored on the whole grid of margin pairs. Of all pairs,
+    change; rows judged edit by edit or with candidate answers are scored on the whole grid of
+    margin pairs (at most ``MAX_GRID`` values per margin: each point's figures stay exact, the
+    grid between them is thinned). Of all pairs,
     only those no other pair beats on both counts (more fixed, fewer changed) are returned: both
     objectives pick among them. Falls back to one margin when the dev set has no change of one kind."""
     if len(decisions) != len(references):
@@ -93,27 +96,40 @@ def _thresholds(gains: Sequence[float]) -> list[float]:
     return [distinct[0] - 1.0, *((a + b) / 2 for a, b in zip(distinct, distinct[1:])), distinct[-1] + 1.0]
 
 
+#: the joint sweep tries at most this many values per margin (evenly spread over the critical
+#: values, the lowest and highest kept): rows with several answers are scored on the whole grid,
+#: and dev with candidate answers has thousands of critical values per axis
+MAX_GRID = 512
+
+
+def _grid(thresholds: Sequence[float]) -> np.ndarray:
+    values = np.asarray(thresholds)
+    if values.size <= MAX_GRID:
+        return values
+    return values[np.unique(np.linspace(0, values.size - 1, MAX_GRID).round().astype(int))]
+
+
 def _joint_sweep(
     decisions: Sequence[CopyDecision], refs: Sequence[str], word_values: Sequence[float], real_word_values: Sequence[float]
 ) -> list[MarginPoint]:
     misspelled = sum(d.query != r for d, r in zip(decisions, refs))
     correct = len(refs) - misspelled
-    m_nw, m_rw = np.array(_thresholds(word_values)), np.array(_thresholds(real_word_values))
+    m_nw, m_rw = _grid(_thresholds(word_values)), _grid(_thresholds(real_word_values))
     fixed = np.zeros((m_nw.size, m_rw.size), dtype=np.int64)
     changed = np.zeros_like(fixed)
     # rows judged whole: one margin each, so their counts are a curve along one axis
     for real_word, margins, axis in ((False, m_nw, 0), (True, m_rw, 1)):
         rows = [(d.gain, d.query != r and d.decoded == r, d.query == r) for d, r in zip(decisions, refs)
-                if not d.partials and d.decoded != d.query and d.real_word == real_word]
+                if d.judged_whole and d.decoded != d.query and d.real_word == real_word]
         if not rows:
             continue
         gains, fixes, breaks = (np.array(column) for column in zip(*rows))
         taken = gains[None, :] > margins[:, None]  # which answers replace the query, per margin
         fixed += np.expand_dims(taken @ fixes.astype(np.int64), 1 - axis)
         changed += np.expand_dims(taken @ breaks.astype(np.int64), 1 - axis)
-    # rows judged edit by edit: the best answer that pays, on every pair of margins
+    # rows judged edit by edit or with alternatives: the best answer that pays, on every pair of margins
     for d, r in zip(decisions, refs):
-        if not d.partials:
+        if d.judged_whole:
             continue
         undecided = np.ones_like(fixed, dtype=bool)
         for answer in d.answers():
@@ -143,11 +159,15 @@ def _joint_sweep(
 
 
 def _score(decisions: Sequence[CopyDecision], refs: Sequence[str], margin: float | None, real_word_margin: float | None = None) -> MarginPoint:
+    outputs = [decision.choose(margin, real_word_margin) for decision in decisions]
+    return _figures([d.query for d in decisions], outputs, refs, margin=margin, real_word_margin=real_word_margin)
+
+
+def _figures(queries: Sequence[str], outputs: Sequence[str], refs: Sequence[str], *, margin: float | None, real_word_margin: float | None = None) -> MarginPoint:
     misspelled = fixed = correct = changed = right = 0
-    for decision, ref in zip(decisions, refs):
-        output = decision.choose(margin, real_word_margin)
+    for query, output, ref in zip(queries, outputs, refs):
         right += output == ref
-        if decision.query == ref:
+        if query == ref:
             correct += 1
             changed += output != ref
         else:
@@ -204,16 +224,122 @@ def split_check(
     return chosen, held_out
 
 
+def acceptance_examples(
+    decisions: Sequence[CopyDecision], lexicon: Collection[str], zipf: Mapping[str, float]
+) -> list[list[tuple[Answer, list[float]]]]:
+    """Per row, its answers (highest gain first) with their acceptance features."""
+    return [[(a, answer_features(d.query, a, lexicon, zipf)) for a in d.answers()] for d in decisions]
+
+
+def fit_acceptance(
+    decisions: Sequence[CopyDecision], references: Sequence[str], examples: Sequence[Sequence[tuple[Answer, list[float]]]], *, l2: float = 1.0
+) -> AcceptanceModel:
+    """Fit the acceptance model on dev answers: an answer that is the reference of a misspelled
+    query should be given (1), any answer to a correct query should not (0). A wrong answer to a
+    misspelled query is left out: giving it or the query scores the same."""
+    refs = [normalize(r) for r in references]
+    features, labels = [], []
+    for decision, ref, row in zip(decisions, refs, examples):
+        for answer, answer_features_ in row:
+            if decision.query == ref or answer.text == ref:
+                features.append(answer_features_)
+                labels.append(float(answer.text == ref))
+    if not features:
+        raise ValueError("the dev set gives the acceptance model nothing to learn from: the decoder changed no query")
+    return fit_logistic(np.asarray(features), np.asarray(labels), l2=l2)
+
+
+def acceptance_sweep(
+    model: AcceptanceModel, decisions: Sequence[CopyDecision], references: Sequence[str], examples: Sequence[Sequence[tuple[Answer, list[float]]]]
+) -> list[MarginPoint]:
+    """Dev figures at every threshold of ``model`` that changes an outcome (``MarginPoint.margin``
+    holds the threshold), exactly: a row gives its j-th answer for thresholds in
+    [max(scores of answers 1..j-1), score j), so each answer adds one interval to the counts."""
+    refs = [normalize(r) for r in references]
+    misspelled = sum(d.query != r for d, r in zip(decisions, refs))
+    correct = len(refs) - misspelled
+    intervals = []  # (low, high, fixes, breaks)
+    for decision, ref, row in zip(decisions, refs, examples):
+        earlier = -math.inf
+        for answer, features in row:
+            score = model.score(features)
+            if score > earlier:
+                intervals.append((earlier, score, decision.query != ref and answer.text == ref, decision.query == ref))
+            earlier = max(earlier, score)
+    scores = [high for _, high, _, _ in intervals]
+    thresholds = np.array(_thresholds(scores))
+    fixed = np.zeros(thresholds.size + 1, dtype=np.int64)
+    changed = np.zeros_like(fixed)
+    for low, high, fixes, breaks in intervals:  # lo <= t < hi, as +1/-1 at the interval's ends
+        start, end = np.searchsorted(thresholds, [low, high], side="left")
+        fixed[start] += fixes
+        fixed[end] -= fixes
+        changed[start] += breaks
+        changed[end] -= breaks
+    fixed, changed = np.cumsum(fixed)[:-1], np.cumsum(changed)[:-1]
+    return [
+        MarginPoint(
+            margin=float(t),
+            fixed=f / misspelled if misspelled else math.nan,
+            false_positive_rate=c / correct if correct else math.nan,
+            exact_match=(f + correct - c) / len(refs),
+        )
+        for t, f, c in zip(thresholds, fixed, changed)
+    ]
+
+
+def calibrate_acceptance(
+    decisions: Sequence[CopyDecision],
+    references: Sequence[str],
+    examples: Sequence[Sequence[tuple[Answer, list[float]]]],
+    *,
+    objective: str = "exact_match",
+    max_fpr: float | None = None,
+) -> tuple[AcceptanceModel, list[MarginPoint], MarginPoint]:
+    """Fit the acceptance model, sweep its threshold and choose one: (model with that threshold,
+    the sweep, the chosen point)."""
+    model = fit_acceptance(decisions, references, examples)
+    points = acceptance_sweep(model, decisions, references, examples)
+    chosen = choose(points, objective=objective, max_fpr=max_fpr)
+    return model.with_threshold(chosen.margin), points, chosen
+
+
+def acceptance_split_check(
+    decisions: Sequence[CopyDecision],
+    references: Sequence[str],
+    examples: Sequence[Sequence[tuple[Answer, list[float]]]],
+    *,
+    objective: str = "exact_match",
+    max_fpr: float | None = None,
+) -> tuple[MarginPoint, MarginPoint]:
+    """The carry-over check of the acceptance rule: fit and choose the threshold on the even rows,
+    score the odd rows. Returns (the point chosen on the even rows, its figures on the odd rows)."""
+    even, odd = range(0, len(decisions), 2), range(1, len(decisions), 2)
+    if len(odd) == 0:
+        raise ValueError("the split check needs at least two dev rows")
+    model, _, chosen = calibrate_acceptance(
+        [decisions[i] for i in even], [references[i] for i in even], [examples[i] for i in even], objective=objective, max_fpr=max_fpr
+    )
+    outputs = [next((a.text for a, f in examples[i] if model.score(f) > model.threshold), decisions[i].query) for i in odd]
+    held_out = _figures([decisions[i].query for i in odd], outputs, [normalize(references[i]) for i in odd], margin=model.threshold)
+    return chosen, held_out
+
+
 def save_copy_margin(
     model_dir: str | os.PathLike[str],
     margin: float | None,
     *,
     real_word_margin: float | None = None,
     known_word_zipf: float | None = None,
+    acceptance: AcceptanceModel | None = None,
+    candidate_answers: int = 0,
     provenance: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``decoding.copy_margin``, ``decoding.real_word_margin`` and the lexicon they were chosen
-    with (``decoding.known_word_zipf``) into the model dir's ``spellfix.json`` (atomically)."""
+    """Write ``decoding.copy_margin``, ``decoding.real_word_margin``, the lexicon they were chosen
+    with (``decoding.known_word_zipf``) and the acceptance model, which decides instead of the
+    margins when given (``decoding.acceptance``; None removes an old one) and how many dictionary
+    candidates per word were judged as answers (``decoding.candidate_answers``), into the model
+    dir's ``spellfix.json`` (atomically)."""
     from spellfix.inference import layout
 
     path = Path(model_dir) / layout.SETTINGS_FILE
@@ -224,6 +350,8 @@ def save_copy_margin(
     decoding["copy_margin"] = margin
     decoding["real_word_margin"] = real_word_margin
     decoding["known_word_zipf"] = known_word_zipf
+    decoding["acceptance"] = acceptance.to_dict() if acceptance is not None else None
+    decoding["candidate_answers"] = candidate_answers
     if provenance:
         decoding["copy_margin_chosen_on"] = provenance
     card["decoding"] = decoding
@@ -231,14 +359,14 @@ def save_copy_margin(
     return path
 
 
-def format_sweep(points: Sequence[MarginPoint], chosen: MarginPoint, *, rows: int = 9) -> str:
+def format_sweep(points: Sequence[MarginPoint], chosen: MarginPoint, *, rows: int = 9, label: str = "copy margin") -> str:
     """A short table: no margin, the chosen one, and evenly spread points in between."""
     picks = {0, len(points) - 1, points.index(chosen)}
     if len(points) > 2:
         step = max(1, (len(points) - 1) // max(1, rows - 3))
         picks.update(range(0, len(points), step))
     joint = any(p.real_word_margin is not None for p in points)
-    head = "| copy margin | real-word margin " if joint else "| copy margin "
+    head = f"| {label} | real-word margin " if joint else f"| {label} "
     lines = [head + "| fixed | false positives | exact match |", "|---|" + ("---|" if joint else "") + "---:|---:|---:|"]
     for i in sorted(picks):
         p = points[i]

@@ -61,11 +61,14 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")
+    if args.candidate_answers < 0:
+        raise ValueError(f"--candidate-answers must be >= 0, got {args.candidate_answers}")
     rows = spread_rows(read_pairs(args.data)[0], args.limit)
     references = [r["correction"] for r in rows]
     known_word_zipf = args.known_word_zipf
     corrector = SpellCorrector(
-        args.model, backend=args.backend, batch_size=args.batch_size, copy_margin=None, known_word_zipf=known_word_zipf
+        args.model, backend=args.backend, batch_size=args.batch_size, copy_margin=None, known_word_zipf=known_word_zipf,
+        candidate_answers=args.candidate_answers, acceptance=None,  # the saved rule is being replaced
     )
     decisions = calibration.record_decisions(corrector, [r["query"] for r in rows], chunk_size=args.batch_size * 4, progress=not args.no_progress)
     separate = not args.single_margin
@@ -81,22 +84,55 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             f"give {on_odd.fixed:.1%} fixed / {on_odd.false_positive_rate:.1%} changed on the odd rows "
             f"(on the even rows: {on_even.fixed:.1%} / {on_even.false_positive_rate:.1%})"
         )
+    acceptance = None
+    if args.rule == "acceptance":
+        from spellfix.inference.lexicon import zipf_frequencies
+
+        examples = calibration.acceptance_examples(decisions, corrector.known_words(), zipf_frequencies())
+        try:
+            acceptance, accept_points, accept_chosen = calibration.calibrate_acceptance(
+                decisions, references, examples, objective=args.objective, max_fpr=args.max_fpr
+            )
+        except ValueError as exc:  # e.g. a barely trained model that never gets a dev query right
+            print(f"no acceptance model: {exc}; the margins decide")
+        else:
+            print("acceptance model (spellfix.inference.acceptance), by threshold:")
+            print(calibration.format_sweep(accept_points, accept_chosen, label="threshold"))
+        if acceptance is not None and len(rows) >= 4:
+            try:
+                on_even, on_odd = calibration.acceptance_split_check(
+                    decisions, references, examples, objective=args.objective, max_fpr=args.max_fpr
+                )
+            except ValueError as exc:
+                print(f"carry-over check skipped: {exc}")
+            else:
+                print(
+                    f"carry-over check: the acceptance model fitted on the even rows (threshold {on_even.margin:.3f}) "
+                    f"gives {on_odd.fixed:.1%} fixed / {on_odd.false_positive_rate:.1%} changed on the odd rows "
+                    f"(on the even rows: {on_even.fixed:.1%} / {on_even.false_positive_rate:.1%})"
+                )
     if args.dry_run:
         return 0
     provenance = {
         "data": str(args.data), "rows": len(rows), "objective": args.objective, "max_fpr": args.max_fpr,
-        "separate_real_word_margin": separate,
+        "separate_real_word_margin": separate, "rule": "acceptance" if acceptance is not None else "margins",
     }
     path = calibration.save_copy_margin(
         corrector.model_dir, chosen.margin, real_word_margin=chosen.real_word_margin, known_word_zipf=known_word_zipf,
+        acceptance=acceptance, candidate_answers=args.candidate_answers if corrector.settings.candidates_enabled else 0,
         provenance=provenance,
     )
     print(
         f"saved decoding.copy_margin={chosen.margin} decoding.real_word_margin={chosen.real_word_margin} "
-        f"decoding.known_word_zipf={known_word_zipf} in {path}"
+        f"decoding.known_word_zipf={known_word_zipf} "
+        + (f"decoding.acceptance (threshold {acceptance.threshold:.3f}, decides instead of the margins) " if acceptance else "")
+        + f"in {path}"
     )
     return 0
 
+
+#: dictionary candidates per word judged as answers besides the decoder's (docs/quality.md)
+DEFAULT_CANDIDATE_ANSWERS = 2
 
 #: chosen on data/dev.jsonl among 2.0 / 2.5 / 3.0 (docs/quality.md): "tv", "chili", "halen" count as known
 DEFAULT_KNOWN_WORD_ZIPF = 2.5
@@ -112,7 +148,7 @@ def _known_word_zipf(value: str) -> float | None:
         zipf = float(value)
         check_known_word_zipf(zipf)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected 'off' or a number >= 2, got {value!r} ({exc})") from None
+        raise argparse.ArgumentTypeError(f"expected 'off' or a number >= 1, got {value!r} ({exc})") from None
     return zipf
 
 
@@ -137,23 +173,27 @@ def cmd_correct(args: argparse.Namespace) -> int:
 
 
 def _copy_margins(value: str) -> dict[str, float | str | None]:
-    """--copy-margin as SpellCorrector keywords: "model" (both margins saved with the model), "off",
-    or a number of nats (one margin for every change)."""
+    """--copy-margin as SpellCorrector keywords: "model" (the rule saved with the model: its
+    acceptance model, else its margins), "margins" (the saved margins, even when an acceptance model
+    is saved), "off", or a number of nats (one margin for every change)."""
     if value == "model":
-        return {"copy_margin": "model", "real_word_margin": "model"}
+        return {"copy_margin": "model", "real_word_margin": "model", "acceptance": "model"}
+    if value == "margins":
+        return {"copy_margin": "model", "real_word_margin": "model", "acceptance": None}
     if value == "off":
-        return {"copy_margin": None, "real_word_margin": None}
+        return {"copy_margin": None, "real_word_margin": None, "acceptance": None}
     try:
-        return {"copy_margin": float(value), "real_word_margin": None}
+        return {"copy_margin": float(value), "real_word_margin": None, "acceptance": None}
     except ValueError:
-        raise ValueError(f"--copy-margin: expected 'model', 'off' or a number, got {value!r}") from None
+        raise ValueError(f"--copy-margin: expected 'model', 'margins', 'off' or a number, got {value!r}") from None
 
 
 def _add_copy_margin(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--copy-margin", default="model", metavar="NATS",
-        help="keep the query unless the correction scores this many nats above it: 'model' (the margins "
-        "`spellfix calibrate` saved), 'off', or a number (one margin for every change)",
+        help="when the correction replaces the query: 'model' (the rule `spellfix calibrate` saved: its "
+        "acceptance model, else its margins), 'margins' (the saved margins), 'off' (always the decoder's "
+        "answer), or a number (keep the query unless the correction scores this many nats above it)",
     )
 
 
@@ -262,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_copy_margin(p)
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("calibrate", help="choose the copy margin on a dev set and save it with the model")
+    p = sub.add_parser("calibrate", help="choose when a correction replaces the query (acceptance model, copy margins) on a dev set and save it with the model")
     p.add_argument("--model", required=True, help="training output dir, checkpoint dir or export dir (its spellfix.json is updated)")
     p.add_argument("--data", required=True, help="dev pair file with misspelled and correct queries")
     p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"])
@@ -270,10 +310,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="use N rows spread evenly over the file")
     p.add_argument("--objective", default="exact_match", choices=["exact_match", "fixed"], help="what the margin maximises: exact match over all rows, or the fix rate (with --max-fpr as the budget of changed correct queries)")
     p.add_argument("--max-fpr", type=float, help="only margins whose false-positive rate is at most this (0-1)")
+    p.add_argument(
+        "--rule", default="acceptance", choices=["acceptance", "margins"],
+        help="what decides whether a correction replaces the query: a logistic model over word frequencies, edit "
+        "distance and the model's scores, fitted on the dev set (default), or the two copy margins alone "
+        "(the margins are chosen and saved either way)",
+    )
+    p.add_argument(
+        "--candidate-answers", type=int, default=DEFAULT_CANDIDATE_ANSWERS, metavar="K",
+        help="also judge the query with one word replaced by each of its first K dictionary candidates "
+        f"(models trained with candidates; 0: only the decoder's answer; default {DEFAULT_CANDIDATE_ANSWERS})",
+    )
     p.add_argument("--single-margin", action="store_true", help="one margin for every change (default: a separate one for answers that only replace dictionary words)")
     p.add_argument(
         "--known-word-zipf", type=_known_word_zipf, default=DEFAULT_KNOWN_WORD_ZIPF, metavar="ZIPF",
-        help="words at least this frequent in wordfreq (Zipf scale, >= 2) count as dictionary words for the "
+        help="words at least this frequent in wordfreq (Zipf scale, >= 1) count as dictionary words for the "
         f"real-word margin, besides symspellpy's dictionary; 'off': symspellpy's alone (default {DEFAULT_KNOWN_WORD_ZIPF})",
     )
     p.add_argument("--dry-run", action="store_true", help="print the sweep, save nothing")

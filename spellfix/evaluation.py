@@ -289,11 +289,17 @@ def evaluate(
         "copy_margin": getattr(corrector, "copy_margin", None),
         "real_word_margin": getattr(corrector, "real_word_margin", None),
         "known_word_zipf": getattr(corrector, "known_word_zipf", None),
+        "acceptance": _acceptance_record(getattr(corrector, "acceptance", None)),
     }
     if json_out is not None:
         write_json_atomic(json_out, result)
     return result
 
+
+
+def _acceptance_record(acceptance: Any) -> dict[str, Any] | None:
+    """The acceptance model a result was measured with (``spellfix.inference.acceptance``), or None."""
+    return None if acceptance is None else acceptance.to_dict()
 
 
 # --------------------------------------------------------------------------------------------

@@ -132,7 +132,7 @@ def test_calibrate_cli_saves_the_margin_that_correct_and_evaluate_then_use(model
     shutil.copytree(model_dir, model)
     dev = tmp_path / "dev.jsonl"
     dev.write_text("".join(json.dumps({"query": q, "correction": c}) + "\n" for q, c in pairs), encoding="utf-8")
-    assert main(["calibrate", "--model", str(model), "--data", str(dev), "--no-progress"]) == 0
+    assert main(["calibrate", "--model", str(model), "--data", str(dev), "--no-progress", "--rule", "margins"]) == 0
     out = capsys.readouterr().out
     assert "**chosen**" in out and "saved decoding.copy_margin=" in out and "carry-over check" in out
     card = json.loads((model / "spellfix.json").read_text())
@@ -150,7 +150,7 @@ def test_calibrate_cli_saves_the_margin_that_correct_and_evaluate_then_use(model
     assert (margin, card["decoding"]["real_word_margin"]) == (best.margin, best.real_word_margin)
     assert best.real_word_margin is not None  # the tiny model makes both kinds of change here
     assert metrics["exact_match"] == pytest.approx(best.exact_match) and metrics["real_word_margin"] == best.real_word_margin
-    assert main(["calibrate", "--model", str(model), "--data", str(dev), "--no-progress", "--single-margin", "--known-word-zipf", "off"]) == 0
+    assert main(["calibrate", "--model", str(model), "--data", str(dev), "--no-progress", "--rule", "margins", "--single-margin", "--known-word-zipf", "off"]) == 0
     decoding = json.loads((model / "spellfix.json").read_text())["decoding"]
     assert decoding["real_word_margin"] is None and decoding["known_word_zipf"] is None
 
@@ -288,15 +288,52 @@ def test_saved_real_word_margin_is_used_and_a_bad_one_names_the_file(model_dir, 
     calibration.save_copy_margin(model, 1.25, real_word_margin=3.5, known_word_zipf=3.0, provenance={"rows": 2})
     fixer = SpellCorrector(model, "torch")
     assert (fixer.copy_margin, fixer.real_word_margin, fixer.known_word_zipf) == (1.25, 3.5, 3.0)
-    with pytest.raises(ValueError, match="known_word_zipf: 1.0 is below 2.0"):
-        SpellCorrector(model, "torch", known_word_zipf=1.0)
+    with pytest.raises(ValueError, match="known_word_zipf: 0.5 is below 1.0"):
+        SpellCorrector(model, "torch", known_word_zipf=0.5)
     assert SpellCorrector(model, "torch", real_word_margin=None).real_word_margin is None
     card = json.loads((model / "spellfix.json").read_text())
     card["decoding"]["real_word_margin"] = [3]
     (model / "spellfix.json").write_text(json.dumps(card))
     with pytest.raises(ValueError, match=r"spellfix\.json: decoding\.real_word_margin"):
         SpellCorrector(model, "torch")
-    card["decoding"].update(real_word_margin=3.0, known_word_zipf=1.0)
+    card["decoding"].update(real_word_margin=3.0, known_word_zipf=0.5)
     (model / "spellfix.json").write_text(json.dumps(card))
-    with pytest.raises(ValueError, match=r"spellfix\.json: decoding\.known_word_zipf: 1.0 is below 2.0"):
+    with pytest.raises(ValueError, match=r"spellfix\.json: decoding\.known_word_zipf: 0.5 is below 1.0"):
         SpellCorrector(model, "torch")
+
+
+@pytest.mark.filterwarnings("ignore:query .* tokens, more than max_source_length")  # the tiny model's 32: the annotation is cut, alike on both sides
+def test_candidate_answers_are_scored_in_the_same_pass(model_dir, tmp_path):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(model_dir, model)
+    card = json.loads((model / "spellfix.json").read_text())
+    card["candidates"] = {"enabled": True}  # annotated input: the tiny model was not trained on it, the scoring still holds
+    (model / "spellfix.json").write_text(json.dumps(card))
+    fixer = SpellCorrector(model, "torch", max_new_tokens=24, copy_margin=None, candidate_answers=2)
+    queries = ["the beatles yesterdy", "wireles hedphones", "queen"]
+    decisions = fixer.copy_decisions(queries)
+    for query, decision in zip(queries, decisions):
+        words = query.split()
+        expected = {
+            " ".join([*words[: item.position], candidate, *words[item.position + 1 :]]): rank
+            for item in fixer._annotator.word_candidates(query)
+            for rank, candidate in enumerate(item.candidates[:2], 1)
+        }
+        taken = {query, decision.decoded, *(a.text for a in decision.partials)}
+        assert {a.text: a.candidate_rank for a in decision.alternatives} == {t: r for t, r in expected.items() if t not in taken}
+        source = fixer.tokenizer.encode_ids(fixer.encoder_texts([query]))[0]
+        copy_ids = fixer.tokenizer.encode_targets([query], fixer.options.max_new_tokens)[0]
+        for answer in decision.alternatives:  # gain = teacher-forced logP(alternative) - logP(query)
+            ids = fixer.tokenizer.encode_targets([answer.text], fixer.options.max_new_tokens)[0]
+            expected_gain = _hf_log_likelihood(model, source, ids) - _hf_log_likelihood(model, source, copy_ids)
+            assert answer.gain == pytest.approx(expected_gain, abs=1e-3)
+            assert min(answer.word_slack, answer.real_word_slack) == answer.gain
+    assert decisions[0].alternatives and decisions[1].alternatives and not decisions[2].alternatives
+    assert not decisions[0].judged_whole
+    # the margins choose among all answers, highest gain first
+    best = max(decisions[0].answers(), key=lambda a: a.gain)
+    assert decisions[0].choose(-1e9, -1e9) == best.text
+    plain = SpellCorrector(model, "torch", max_new_tokens=24, copy_margin=None).copy_decisions(queries)
+    assert all(not d.alternatives for d in plain)  # candidate_answers defaults to the saved setting: 0 here

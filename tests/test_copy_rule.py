@@ -97,6 +97,25 @@ def test_joint_sweep_is_exact_with_answers_judged_edit_by_edit():
     assert max(p.exact_match for p in single) == max(g.exact_match for g in brute)
 
 
+def test_joint_sweep_is_exact_with_candidate_alternatives():
+    decisions, refs = _decisions_with_partials()
+    alternatives = [
+        (CopyDecision("wand like hell", "wand like hell", 0.0, alternatives=(Answer("want like hell", 2.5, real_word_slack=2.5, candidate_rank=1),)), "run like hell"),
+        (CopyDecision("shakedown sreet", "shakedown sreet", 0.0, alternatives=(Answer("shakedown street", 1.2, word_slack=1.2, candidate_rank=1),)), "shakedown street"),
+        (CopyDecision("mdot deals", "mot deals", 0.8, alternatives=(Answer("dot deals", 1.6, word_slack=1.6, candidate_rank=2),)), "mdot deals"),
+    ]
+    decisions += [d for d, _ in alternatives]
+    refs += [r for _, r in alternatives]
+    assert [a.text for a in decisions[-1].answers()] == ["dot deals", "mot deals"]  # highest gain first
+    assert not decisions[-2].judged_whole and decisions[-2].choose(1.0, 5.0) == "shakedown street"
+    points = calibration.sweep(decisions, refs, separate_real_word=True)
+    for p in points:
+        assert p == calibration._score(decisions, refs, p.margin, p.real_word_margin)
+    word, real_word = calibration.critical_values(decisions)
+    grid = [calibration._score(decisions, refs, a, b) for a in calibration._thresholds(word) for b in calibration._thresholds(real_word)]
+    assert max(g.exact_match for g in grid) == calibration.choose(points).exact_match
+
+
 def test_lexicon_adds_frequent_wordfreq_words_to_symspells_dictionary():
     plain, frequent, common = lexicon(None), lexicon(2.5), lexicon(4.0)
     assert {"tv", "dvd", "chili"} <= frequent and not {"tv", "dvd", "chili"} & plain

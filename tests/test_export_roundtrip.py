@@ -177,6 +177,27 @@ def test_a_calibrated_margin_travels_with_the_export(model_dir, tmp_path, querie
     assert [d.choose(1.5, 0.5) for d in decisions] != [d.choose(1.5) for d in decisions]  # the second margin mattered
 
 
+def test_a_saved_acceptance_model_travels_with_the_export(model_dir, tmp_path, queries):
+    from spellfix.calibration import save_copy_margin
+    from spellfix.inference.acceptance import FEATURES, AcceptanceModel
+
+    calibrated = tmp_path / "model"
+    shutil.copytree(model_dir, calibrated)
+    # give an answer when its gain exceeds its edit distance: the tiny model's answers fall on both sides
+    weights = tuple(1.0 if name == "gain" else -1.0 if name == "edit_distance" else 0.0 for name in FEATURES)
+    acceptance = AcceptanceModel(weights, 0.0, (0.0,) * len(FEATURES), (1.0,) * len(FEATURES), 0.0)
+    save_copy_margin(calibrated, 1.5, known_word_zipf=2.5, acceptance=acceptance)
+    out = tmp_path / "exp"
+    export(calibrated, out, formats=["onnx"])
+    fixer = SpellCorrector(out, "onnxruntime", max_new_tokens=24)
+    assert fixer.acceptance == acceptance
+    decisions = fixer.copy_decisions(queries[:16])
+    answers = fixer.correct(queries[:16])
+    assert answers == [fixer.choose(d) for d in decisions]
+    changed = [a != d.query for a, d in zip(answers, decisions)]
+    assert any(changed) and not all(a == d.decoded for a, d in zip(answers, decisions))  # it took some, refused some
+
+
 def test_int8_graphs_run_in_the_same_runtime(exported, queries):
     fixer = SpellCorrector(exported[0], "onnxruntime", precision="int8", max_new_tokens=24)
     out = fixer.correct(queries[:8])

@@ -7,6 +7,7 @@ numpy, so the same code runs inside Triton's python backend. The torch backend i
 
 from __future__ import annotations
 
+from spellfix.inference.acceptance import AcceptanceModel
 from spellfix.inference.corrector import PRECISIONS, CopyDecision, SpellCorrector
 from spellfix.inference.decoding import DecodingOptions, generate
 from spellfix.inference.tokenization import OverlongQueryError
@@ -14,6 +15,7 @@ from spellfix.inference.text import check_queries, normalize_query
 
 __all__ = [
     "PRECISIONS",
+    "AcceptanceModel",
     "DecodingOptions",
     "OverlongQueryError",
     "CopyDecision",

@@ -11,6 +11,7 @@ pay for itself — the answer must beat the same answer without that edit by the
 edit's kind — so the corrector also scores every answer made of a subset of the edits (up to
 ``MAX_JUDGED_EDITS`` edits: 2**k - 2 extra teacher-forced sequences) and outputs the highest-scoring
 one whose edits all pay ("train in vain the clash"). With one edit this is the plain rule above.
+A learned rule can stand in for the margins (``CopyDecision.choose_by``; ``spellfix.inference.acceptance``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 from spellfix.inference.changes import WordEdit, apply_edits
 
@@ -28,17 +29,20 @@ MAX_JUDGED_EDITS = 3
 
 @dataclass(frozen=True)
 class Answer:
-    """An answer the corrector may give instead of the query: the decoder's, or a part of its edits.
+    """An answer the corrector may give instead of the query: the decoder's, a part of its edits,
+    or the query with one word replaced by a dictionary candidate.
 
     ``gain``: logP(text) - logP(query). ``word_slack``: how much the weakest of its non-real-word
     edits adds (logP(text) - logP(text without that edit)); ``real_word_slack``: the same over its
-    real-word edits. ``math.inf`` when it has no edit of that kind.
+    real-word edits. ``math.inf`` when it has no edit of that kind. ``candidate_rank``: 0 for the
+    decoder's answer and its parts; k for the k-th dictionary candidate of one word.
     """
 
     text: str
     gain: float
     word_slack: float = math.inf
     real_word_slack: float = math.inf
+    candidate_rank: int = 0
 
     def pays(self, copy_margin: float, real_word_margin: float | None) -> bool:
         """Every edit beats the margin of its kind (``real_word_margin`` None: ``copy_margin``)."""
@@ -54,6 +58,8 @@ class CopyDecision:
     returned the query. ``real_word``: the answer only replaces dictionary words. ``partials``:
     for an answer with 2..``MAX_JUDGED_EDITS`` word edits, every answer made of a non-empty subset of
     them (the full one included), judged edit by edit; empty: the answer is judged whole.
+    ``alternatives``: the query with one word replaced by one of its dictionary candidates
+    (``SpellCorrector(candidate_answers=k)``), scored in the same pass: answers the decoder missed.
     """
 
     query: str
@@ -61,22 +67,34 @@ class CopyDecision:
     gain: float
     real_word: bool = False
     partials: tuple[Answer, ...] = field(default=(), compare=False)
+    alternatives: tuple[Answer, ...] = field(default=(), compare=False)
 
     def answers(self) -> tuple[Answer, ...]:
         """The answers that may replace the query, highest gain first."""
         if self.partials:
-            return tuple(sorted(self.partials, key=lambda a: -a.gain))
-        if self.decoded == self.query:
-            return ()
-        slack = {"real_word_slack" if self.real_word else "word_slack": self.gain}
-        return (Answer(self.decoded, self.gain, **slack),)
+            own: tuple[Answer, ...] = self.partials
+        elif self.decoded == self.query:
+            own = ()
+        else:
+            own = (Answer(self.decoded, self.gain, **{"real_word_slack" if self.real_word else "word_slack": self.gain}),)
+        return tuple(sorted(own + self.alternatives, key=lambda a: -a.gain))
+
+    @property
+    def judged_whole(self) -> bool:
+        """One answer, judged by its gain alone (no partial answers, no alternatives)."""
+        return not self.partials and not self.alternatives
 
     def choose(self, copy_margin: float | None, real_word_margin: float | None = None) -> str:
         """The output: the best answer whose edits all beat their margins, else the query
         (``copy_margin`` None: the decoder's answer, no rule)."""
         if copy_margin is None:
             return self.decoded
-        return next((a.text for a in self.answers() if a.pays(copy_margin, real_word_margin)), self.query)
+        return self.choose_by(lambda answer: answer.pays(copy_margin, real_word_margin))
+
+    def choose_by(self, accept: Callable[[Answer], bool]) -> str:
+        """The output under any acceptance rule: the highest-gain answer ``accept`` takes, else the
+        query (the margins above, or ``spellfix.inference.acceptance``)."""
+        return next((a.text for a in self.answers() if accept(a)), self.query)
 
 
 def edit_subsets(count: int) -> list[tuple[bool, ...]]:

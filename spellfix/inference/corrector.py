@@ -8,7 +8,9 @@ least ``copy_margin`` nats above the query itself (``spellfix.json: decoding.cop
 on a dev set by ``spellfix calibrate``), or ``real_word_margin`` nats when the answer only replaces
 dictionary words (``decoding.real_word_margin``; which words count: ``decoding.known_word_zipf``,
 ``spellfix.inference.lexicon``). An answer with a few word edits is judged edit by edit, so a fix
-does not carry a wrong change along (``spellfix.inference.copy_rule``). A small model that is unsure
+does not carry a wrong change along (``spellfix.inference.copy_rule``). A model calibrated with
+``--rule acceptance`` decides with a learned rule instead (``spellfix.inference.acceptance``: word
+frequencies, edit distance and the model's scores). A small model that is unsure
 should leave a search query alone: a wrong "fix" of a correct query costs more than a missed fix.
 Queries are sorted by length and decoded in batches of ``batch_size`` (less padding), then put back
 in the caller's order. An empty query gives an empty output without running the model.
@@ -26,11 +28,12 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from spellfix.inference import layout
+from spellfix.inference.acceptance import AcceptanceModel, answer_features
 from spellfix.inference.backends import BACKENDS, Backend
 from spellfix.inference.changes import apply_edits, only_real_words, word_edits
-from spellfix.inference.copy_rule import CopyDecision, edit_subsets, judged_edits, partial_answers
-from spellfix.inference.lexicon import check_known_word_zipf, lexicon
+from spellfix.inference.copy_rule import Answer, CopyDecision, edit_subsets, judged_edits, partial_answers
 from spellfix.inference.decoding import DecodingOptions, generate, score_sequences
+from spellfix.inference.lexicon import check_known_word_zipf, lexicon, zipf_frequencies
 from spellfix.inference.tokenization import QueryTokenizer
 from spellfix.inference.text import check_queries, normalize_query
 
@@ -39,6 +42,8 @@ log = logging.getLogger(__name__)
 PRECISIONS = ("fp32", "int8", "fp16")
 #: no length limit when encoding partial answers (those longer than the decoder may emit are not judged)
 _UNBOUNDED = 1 << 30
+#: at most this many candidate answers per query are scored (a query with many unknown words)
+MAX_CANDIDATE_ANSWERS = 12
 #: ``copy_margin="model"``: take the margin saved with the model (none saved: off)
 FROM_MODEL = "model"
 
@@ -60,6 +65,13 @@ class SpellCorrector:
     ``known_word_zipf``: which words count as dictionary words for that rule — ``"model"`` (default:
     the setting saved with the margins), ``None`` (symspellpy's dictionary alone) or a Zipf frequency
     (also wordfreq's words at least that frequent; see ``spellfix.inference.lexicon``).
+    ``acceptance``: a learned rule that decides instead of the margins — ``"model"`` (default: the
+    one saved by ``spellfix calibrate --rule acceptance``, if any), an
+    :class:`~spellfix.inference.acceptance.AcceptanceModel`, or ``None`` (the margins decide). With
+    neither rule the output is the raw decoder answer.
+    ``candidate_answers``: besides the decoder's answer, judge the query with one word replaced by
+    each of its first k dictionary candidates (models trained with candidates; ``"model"``: the k
+    saved by ``spellfix calibrate``, 0 when none). Each is one more teacher-forced sequence.
     """
 
     def __init__(
@@ -77,6 +89,8 @@ class SpellCorrector:
         copy_margin: float | str | None = FROM_MODEL,
         real_word_margin: float | str | None = FROM_MODEL,
         known_word_zipf: float | str | None = FROM_MODEL,
+        acceptance: AcceptanceModel | str | None = FROM_MODEL,
+        candidate_answers: int | str = FROM_MODEL,
     ):
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -125,6 +139,16 @@ class SpellCorrector:
         self.known_word_zipf = _margin_setting("known_word_zipf", known_word_zipf, self.settings.known_word_zipf)
         if self.known_word_zipf is not None:
             check_known_word_zipf(self.known_word_zipf)
+        if acceptance == FROM_MODEL:
+            acceptance = AcceptanceModel.from_dict(*self.settings.acceptance) if self.settings.acceptance else None
+        if acceptance is not None and not isinstance(acceptance, AcceptanceModel):
+            raise ValueError(f"acceptance must be an AcceptanceModel, None or {FROM_MODEL!r}, got {acceptance!r}")
+        self.acceptance: AcceptanceModel | None = acceptance
+        if candidate_answers == FROM_MODEL:
+            candidate_answers = self.settings.candidate_answers
+        if isinstance(candidate_answers, bool) or not isinstance(candidate_answers, int) or candidate_answers < 0:
+            raise ValueError(f"candidate_answers must be an integer >= 0 or {FROM_MODEL!r}, got {candidate_answers!r}")
+        self.candidate_answers = candidate_answers
         self._lexicon: frozenset[str] | None = None
         self._annotator: Any = None
         if self.settings.candidates_enabled:
@@ -144,19 +168,20 @@ class SpellCorrector:
 
     def generate_ids(self, queries: Sequence[str | bytes]) -> list[list[int]]:
         """Output token ids per query (ending with eos when finished; [] for an empty query), after
-        the copy margin when one is set (the query's own ids where no correction wins)."""
+        the acceptance model or the copy margins when set (the query's own ids where no answer wins)."""
         texts = self._normalized(queries)
-        decoded, copies, decisions = self._decode(texts, judge=self.copy_margin is not None)
-        if self.copy_margin is None:
+        rule = self.acceptance is not None or self.copy_margin is not None
+        decoded, copies, decisions = self._decode(texts, judge=rule)
+        if not rule:
             return decoded
         outputs = []
         for ids, copy, decision in zip(decoded, copies, decisions):
-            choice = decision.choose(self.copy_margin, self.real_word_margin) if decision else None
+            choice = self.choose(decision) if decision else None
             if choice is None or choice == decision.decoded:
                 outputs.append(ids)
-            elif choice == decision.query:
-                outputs.append(copy)
-            else:  # a part of the decoder's edits
+            elif choice == decision.query:  # whole, even when longer than the decoder may emit
+                outputs.append(copy if len(copy) < self.options.max_new_tokens else self.tokenizer.encode_targets([choice], _UNBOUNDED)[0])
+            else:  # a part of the decoder's edits, or a dictionary candidate answer
                 outputs.append(self.tokenizer.encode_targets([choice], self.options.max_new_tokens)[0])
         return outputs
 
@@ -168,7 +193,16 @@ class SpellCorrector:
         _, _, decisions = self._decode(texts, judge=True)
         return [d if d is not None else CopyDecision(t, t, 0.0) for t, d in zip(texts, decisions)]
 
-    def _lexicon_words(self) -> frozenset[str]:
+    def choose(self, decision: CopyDecision) -> str:
+        """This corrector's output for a judged query: the acceptance model's pick when it has one,
+        else the margins' (no margin: the decoder's answer)."""
+        if self.acceptance is None:
+            return decision.choose(self.copy_margin, self.real_word_margin)
+        model, words, frequencies = self.acceptance, self.known_words(), zipf_frequencies()
+        return decision.choose_by(lambda answer: model.score(answer_features(decision.query, answer, words, frequencies)) > model.threshold)
+
+    def known_words(self) -> frozenset[str]:
+        """The words that count as known for the real-word rule and the acceptance features."""
         if self._lexicon is None:
             self._lexicon = lexicon(self.known_word_zipf)
         return self._lexicon
@@ -198,24 +232,31 @@ class SpellCorrector:
         return decoded, copies, decisions
 
     def _judge(self, batch: Any, queries: list[str], outputs: list[list[int]], copies: list[list[int]]) -> list[CopyDecision]:
-        """A :class:`CopyDecision` per row. Rows whose answer differs from the query get one extra
-        teacher-forced pass (on every backend) scoring the answer, the query and, for answers with
-        a few word edits, every partial answer (``spellfix.inference.copy_rule``)."""
+        """A :class:`CopyDecision` per row. Rows whose answer differs from the query, or that have
+        candidate answers, get one extra teacher-forced pass (on every backend) scoring the answer,
+        the query, every partial answer of an answer with a few word edits
+        (``spellfix.inference.copy_rule``) and the candidate answers."""
         decisions = [CopyDecision(q, q, 0.0) for q in queries]
-        differ = [i for i, (out, copy) in enumerate(zip(outputs, copies)) if out != copy]
+        alternatives = [self._candidate_answers(q) for q in queries]
+        differ = [i for i, (out, copy) in enumerate(zip(outputs, copies)) if out != copy or alternatives[i]]
         if not differ:
             return decisions
         answers = self.tokenizer.decode([outputs[i] for i in differ])
-        words = self._lexicon_words()
+        words = self.known_words()
         all_edits = [word_edits(queries[i], answer, words) for i, answer in zip(differ, answers)]
         edits = [judged_edits(row_edits) for row_edits in all_edits]
-        sequences, owners = [], []
+        sequences, owners, layout_of = [], [], []
         for k, i in enumerate(differ):
             partial_texts = [apply_edits(queries[i], edits[k], keep) for keep in edit_subsets(len(edits[k]))[:-1]]
             partial_targets = self.tokenizer.encode_targets(partial_texts, _UNBOUNDED)
             if any(len(t) > self.options.max_new_tokens for t in partial_targets):
-                edits[k], partial_targets = [], []  # a partial answer the decoder could not emit: judge whole
-            row = [outputs[i], copies[i], *partial_targets]
+                edits[k], partial_targets, partial_texts = [], [], []  # a partial answer the decoder could not emit: judge whole
+            taken = {queries[i], answers[k], *partial_texts}
+            extra = [(text, rank) for text, rank in alternatives[i] if text not in taken]
+            extra_targets = self.tokenizer.encode_targets([text for text, _ in extra], _UNBOUNDED)
+            kept = [(alt, t) for alt, t in zip(extra, extra_targets) if len(t) <= self.options.max_new_tokens]
+            row = [outputs[i], copies[i], *partial_targets, *(t for _, t in kept)]
+            layout_of.append((len(partial_targets), [alt for alt, _ in kept]))
             sequences += row
             owners += [k] * len(row)
         rows = np.asarray(differ)
@@ -224,13 +265,28 @@ class SpellCorrector:
         scores = score_sequences(self.backend, state, sequences, self.options.decoder_start_token_id, self.options.pad_token_id)
         position = 0
         for k, (i, answer) in enumerate(zip(differ, answers)):
+            n_partials, extra = layout_of[k]
             answer_score, query_score = float(scores[position]), float(scores[position + 1])
-            partial_scores = [float(x) for x in scores[position + 2 : position + 2 + 2 ** len(edits[k]) - 2]]
-            position += 2 ** len(edits[k]) if edits[k] else 2
+            partial_scores = [float(x) for x in scores[position + 2 : position + 2 + n_partials]]
+            extra_scores = [float(x) for x in scores[position + 2 + n_partials : position + 2 + n_partials + len(extra)]]
+            position += 2 + n_partials + len(extra)
             partials = partial_answers(queries[i], edits[k], [*partial_scores, answer_score], query_score) if edits[k] else ()
             real_word = only_real_words(all_edits[k])
-            decisions[i] = CopyDecision(queries[i], answer, answer_score - query_score, real_word, partials)
+            others = tuple(_one_word_answer(text, score - query_score, rank, queries[i], words) for (text, rank), score in zip(extra, extra_scores))
+            decisions[i] = CopyDecision(queries[i], answer, answer_score - query_score, real_word, partials, others)
         return decisions
+
+    def _candidate_answers(self, query: str) -> list[tuple[str, int]]:
+        """The query with one word replaced by one of its first ``candidate_answers`` dictionary
+        candidates (the ones the encoder input lists), with the candidate's rank (1 = first)."""
+        if not self.candidate_answers or self._annotator is None or not query:
+            return []
+        words = query.split()
+        out = []
+        for item in self._annotator.word_candidates(query):
+            for rank, candidate in enumerate(item.candidates[: self.candidate_answers], 1):
+                out.append((" ".join([*words[: item.position], candidate, *words[item.position + 1 :]]), rank))
+        return out[:MAX_CANDIDATE_ANSWERS]
 
     def correct(self, queries: Sequence[str | bytes]) -> list[str]:
         """One correction per query, in order. Raises TypeError/ValueError naming the bad query."""
@@ -240,8 +296,14 @@ class SpellCorrector:
         return (
             f"SpellCorrector({str(self.model_dir)!r}, backend={self.backend_name!r}, "
             f"num_beams={self.options.num_beams}, copy_margin={self.copy_margin}, real_word_margin={self.real_word_margin}, "
-            f"known_word_zipf={self.known_word_zipf})"
+            f"known_word_zipf={self.known_word_zipf}, acceptance={'saved' if self.acceptance else None})"
         )
+
+
+def _one_word_answer(text: str, gain: float, rank: int, query: str, known: frozenset[str]) -> Answer:
+    """A candidate answer: one edit, so its slack is its gain, of the kind of the word it replaces."""
+    real_word = only_real_words(word_edits(query, text, known))
+    return Answer(text, gain, **{"real_word_slack" if real_word else "word_slack": gain}, candidate_rank=rank)
 
 
 def _margin_setting(name: str, value: float | str | None, saved: float | None) -> float | None:

@@ -78,6 +78,11 @@ class InputSettings:
     real_word_margin: float | None = None
     #: words at least this frequent in wordfreq count as known (``spellfix.inference.lexicon``; None: symspellpy's alone)
     known_word_zipf: float | None = None
+    #: the learned rule that replaces the margins when set (``spellfix.inference.acceptance``), as
+    #: (its ``decoding.acceptance`` object, the file it came from)
+    acceptance: tuple[Any, str] | None = None
+    #: judge the query with one word replaced by each of its first k dictionary candidates too
+    candidate_answers: int = 0
 
     @property
     def candidates_enabled(self) -> bool:
@@ -150,6 +155,14 @@ def read_input_settings(model_dir: str | Path) -> InputSettings:
                 check_known_word_zipf(values["known_word_zipf"])
             except ValueError as exc:
                 raise ValueError(f"{settings_path}: decoding.{exc}") from None
+        if decoding.get("candidate_answers") is not None:
+            count = decoding["candidate_answers"]
+            if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+                raise ValueError(f"{settings_path}: decoding.candidate_answers: expected an integer >= 0, got {count!r}")
+            values["candidate_answers"] = count
+        if decoding.get("acceptance") is not None:  # parsed by SpellCorrector when it uses it, so a
+            # stale model can still be re-calibrated: kept with the file name for its errors
+            values["acceptance"] = (decoding["acceptance"], str(settings_path))
     gen_path = find_file(model_dir, GENERATION_CONFIG_FILE)
     if gen_path is not None:
         gen = _read_json(gen_path)

@@ -1,0 +1,165 @@
+"""The acceptance model: should the corrector give this answer instead of the query?
+
+Why: the copy margins (``copy_rule``) ask one question of an answer — how much more likely the model
+finds it than the query. On the dev set that confidence is a weak signal on its own: a small model
+trained from scratch is as sure that "klipsch" should be "kitsch" as that "hurple" should be
+"purple". What separates them is what a classic corrector knows: how common the replaced word is
+(wordfreq has seen "klipsch"; "hurple" never), how common the new word is, how far apart they are.
+The acceptance model is a logistic regression over those features and the model's own scores,
+fitted on the dev set by ``spellfix calibrate --rule acceptance`` together with a threshold
+(``decoding.acceptance`` in ``spellfix.json``). Like the margins it runs in plain Python after the
+judging pass, so every backend (torch, ONNX Runtime, TensorRT, Triton) applies it the same way.
+
+The fit is a few lines of Newton's method (numpy): ten features and a few thousand rows do not
+justify scikit-learn (and SciPy) in the serving environment or the install.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from spellfix.inference.changes import word_edits
+from spellfix.inference.copy_rule import Answer
+
+#: the features, in the order of ``AcceptanceModel.weights``
+FEATURES = (
+    "gain",  # logP(answer) - logP(query), nats
+    "weakest_edit",  # the smallest gain one of its edits adds (the answer without it vs with it)
+    "real_word",  # 1.0 when every replaced word is a known word
+    "edit_distance",  # the largest character edit distance between a replaced span and its replacement
+    "new_word_zipf",  # the rarest word the answer brings in (wordfreq Zipf, 0 = never seen)
+    "old_word_zipf",  # the most common word it replaces
+    "edits",  # how many word edits
+    "same_first_letter",  # 1.0 when every edit keeps the first letter
+    "from_decoder",  # 1.0 for the decoder's answer and its parts, 0.0 for a dictionary candidate
+    "candidate_rank",  # the dictionary candidate's rank (1 = first), 0 for the decoder's answers
+)
+#: features clip here, so an answer the model finds absurdly likely or unlikely cannot dominate
+_CLIP = 30.0
+
+
+@dataclass(frozen=True)
+class AcceptanceModel:
+    """``score(answer) = weights · (features - mean) / scale + bias``; the answer is given when the
+    score exceeds ``threshold`` (a log-odds)."""
+
+    weights: tuple[float, ...]
+    bias: float
+    mean: tuple[float, ...]
+    scale: tuple[float, ...]
+    threshold: float
+
+    def score(self, features: Sequence[float]) -> float:
+        z = (np.asarray(features, dtype=np.float64) - np.asarray(self.mean)) / np.asarray(self.scale)
+        return float(z @ np.asarray(self.weights) + self.bias)
+
+    def with_threshold(self, threshold: float) -> AcceptanceModel:
+        return AcceptanceModel(self.weights, self.bias, self.mean, self.scale, threshold)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "features": list(FEATURES),
+            "weights": list(self.weights),
+            "bias": self.bias,
+            "mean": list(self.mean),
+            "scale": list(self.scale),
+            "threshold": self.threshold,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> AcceptanceModel:
+        """Parse ``decoding.acceptance``; ``where`` names the file in errors."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"{where}: decoding.acceptance: expected an object, got {type(data).__name__}")
+        if list(data.get("features", [])) != list(FEATURES):
+            raise ValueError(f"{where}: decoding.acceptance.features: expected {list(FEATURES)}, got {data.get('features')!r}")
+        vectors = {}
+        for key in ("weights", "mean", "scale"):
+            value = data.get(key)
+            if not isinstance(value, list) or len(value) != len(FEATURES) or not all(_is_number(v) for v in value):
+                raise ValueError(f"{where}: decoding.acceptance.{key}: expected {len(FEATURES)} numbers, got {value!r}")
+            vectors[key] = tuple(float(v) for v in value)
+        if not all(s > 0 for s in vectors["scale"]):
+            raise ValueError(f"{where}: decoding.acceptance.scale: every value must be > 0, got {list(vectors['scale'])}")
+        scalars = {}
+        for key in ("bias", "threshold"):
+            if not _is_number(data.get(key)):
+                raise ValueError(f"{where}: decoding.acceptance.{key}: expected a number, got {data.get(key)!r}")
+            scalars[key] = float(data[key])
+        return cls(vectors["weights"], scalars["bias"], vectors["mean"], vectors["scale"], scalars["threshold"])
+
+
+def _is_number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def answer_features(query: str, answer: Answer, lexicon: Collection[str], zipf: Mapping[str, float]) -> list[float]:
+    """The ``FEATURES`` of one answer to ``query``."""
+    query_words = query.split()
+    edits = word_edits(query, answer.text, lexicon)
+    distance, new_zipf, old_zipf, same_first = 0, math.inf, 0.0, True
+    for edit in edits:
+        old, new = " ".join(query_words[edit.start : edit.end]), " ".join(edit.words)
+        distance = max(distance, edit_distance(old, new))
+        new_zipf = min([new_zipf, *(zipf.get(w, 0.0) for w in edit.words)])
+        old_zipf = max([old_zipf, *(zipf.get(w, 0.0) for w in query_words[edit.start : edit.end])])
+        same_first &= old[:1] == new[:1]
+    return [
+        _clip(answer.gain),
+        _clip(min(answer.word_slack, answer.real_word_slack)),
+        float(bool(edits) and all(e.real_word for e in edits)),
+        float(distance),
+        0.0 if math.isinf(new_zipf) else new_zipf,
+        old_zipf,
+        float(len(edits)),
+        float(same_first),
+        float(answer.candidate_rank == 0),
+        float(answer.candidate_rank),
+    ]
+
+
+def _clip(value: float) -> float:
+    return max(-_CLIP, min(_CLIP, value))
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance (insert, delete, substitute; one each)."""
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i]
+        for j, cb in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
+        previous = current
+    return previous[-1]
+
+
+def fit_logistic(features: np.ndarray, labels: np.ndarray, *, l2: float = 1.0, iterations: int = 50) -> AcceptanceModel:
+    """L2-regularised logistic regression by Newton's method, on standardised features; the
+    returned model's threshold is 0 (even odds) until the caller picks one."""
+    x = np.asarray(features, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.float64)
+    if x.ndim != 2 or x.shape[0] != y.shape[0] or x.shape[0] == 0:
+        raise ValueError(f"need a non-empty (rows, features) matrix and one label per row, got {x.shape} and {y.shape}")
+    if not (0 < y.sum() < y.size):
+        raise ValueError("the fit needs both accepted and rejected examples")
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0)
+    scale[scale == 0] = 1.0
+    z = np.hstack([(x - mean) / scale, np.ones((x.shape[0], 1))])
+    penalty = np.full(z.shape[1], l2)
+    penalty[-1] = 0.0  # the bias is not shrunk
+    w = np.zeros(z.shape[1])
+    for _ in range(iterations):
+        p = 1.0 / (1.0 + np.exp(-(z @ w)))
+        gradient = z.T @ (p - y) + penalty * w
+        hessian = (z * (p * (1 - p))[:, None]).T @ z + np.diag(penalty)
+        step = np.linalg.solve(hessian, gradient)
+        w -= step
+        if np.max(np.abs(step)) < 1e-9:
+            break
+    return AcceptanceModel(tuple(float(v) for v in w[:-1]), float(w[-1]), tuple(float(v) for v in mean), tuple(float(v) for v in scale), 0.0)
