@@ -165,7 +165,8 @@ def merge_reports(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     merged["entries"].sort(key=lambda e: order.get(e["name"], len(order)))
     if "candidates" not in new and "candidates" in old:
         merged["candidates"] = old["candidates"]
-    merged["command"] = f"{old.get('command', '?')}; then {new['command']}"
+    previous = old.get("command", "?")
+    merged["command"] = previous if previous.endswith(new["command"]) else f"{previous}; then {new['command']}"  # a re-run adds nothing
     merged["versions"] = {**old.get("versions", {}), **new["versions"]}
     return merged
 
