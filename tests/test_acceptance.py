@@ -25,11 +25,11 @@ def test_features_read_word_frequencies_and_edit_distance():
     assert names["old_word_zipf"] == zipf("klipsch") == pytest.approx(1.99)  # a brand wordfreq has seen
     assert names["new_word_zipf"] == zipf("kitsch") > 2.0
     assert names["edit_distance"] == edit_distance("klipsch", "kitsch") == 2  # drop "l", "p" -> "t"
-    assert (names["gain"], names["weakest_edit"], names["edits"], names["real_word"], names["same_first_letter"]) == (3.5, 3.5, 1.0, 0.0, 1.0)
+    assert (names["gain"], names["weakest_edit"], names["real_word"], names["same_first_letter"]) == (3.5, 3.5, 0.0, 1.0)
     typo = dict(zip(FEATURES, answer_features("hurple rain", Answer("purple rain", 2.0, word_slack=2.0), LEXICON, zipf_frequencies())))
     assert typo["old_word_zipf"] == 0.0 and typo["edit_distance"] == 1 and typo["same_first_letter"] == 0.0
     two = dict(zip(FEATURES, answer_features("teh clash", Answer("the class", 4.0, word_slack=2.0, real_word_slack=-1.0), LEXICON, zipf_frequencies())))
-    assert two["edits"] == 2.0 and two["weakest_edit"] == -1.0 and two["old_word_zipf"] == zipf("clash")
+    assert two["weakest_edit"] == -1.0 and two["old_word_zipf"] == zipf("clash")
     assert two["new_word_zipf"] == min(zipf("the"), zipf("class"))
     assert edit_distance("", "abc") == 3 and edit_distance("kitten", "sitting") == 3
 
@@ -105,7 +105,7 @@ def test_model_round_trips_through_json_and_bad_fields_name_the_file():
     model = AcceptanceModel((1.0,) * len(FEATURES), -0.5, (0.0,) * len(FEATURES), (2.0,) * len(FEATURES), 0.25)
     assert AcceptanceModel.from_dict(json.loads(json.dumps(model.to_dict())), "x") == model
     bad = model.to_dict() | {"weights": [1.0, 2.0]}
-    with pytest.raises(ValueError, match=r"m/spellfix\.json: decoding\.acceptance\.weights: expected 10 numbers"):
+    with pytest.raises(ValueError, match=r"m/spellfix\.json: decoding\.acceptance\.weights: expected 9 numbers"):
         AcceptanceModel.from_dict(bad, "m/spellfix.json")
     with pytest.raises(ValueError, match=r"decoding\.acceptance\.features"):
         AcceptanceModel.from_dict(model.to_dict() | {"features": ["gain"]}, "m/spellfix.json")

@@ -10,7 +10,7 @@ fitted on the dev set by ``spellfix calibrate --rule acceptance`` together with 
 (``decoding.acceptance`` in ``spellfix.json``). Like the margins it runs in plain Python after the
 judging pass, so every backend (torch, ONNX Runtime, TensorRT, Triton) applies it the same way.
 
-The fit is a few lines of Newton's method (numpy): ten features and a few thousand rows do not
+The fit is a few lines of Newton's method (numpy): nine features and a few thousand rows do not
 justify scikit-learn (and SciPy) in the serving environment or the install.
 """
 
@@ -34,11 +34,13 @@ FEATURES = (
     "edit_distance",  # the largest character edit distance between a replaced span and its replacement
     "new_word_zipf",  # the rarest word the answer brings in (wordfreq Zipf, 0 = never seen)
     "old_word_zipf",  # the most common word it replaces
-    "edits",  # how many word edits
     "same_first_letter",  # 1.0 when every edit keeps the first letter
     "from_decoder",  # 1.0 for the decoder's answer and its parts, 0.0 for a dictionary candidate
     "candidate_rank",  # the dictionary candidate's rank (1 = first), 0 for the decoder's answers
 )
+# Not a feature: the number of word edits. Every dev query holds exactly one misspelling, so the fit
+# learned "two edits: wrong" and refused "wireless headphones" for "wireles hedphones"; the partial
+# answers already judge each edit (``weakest_edit``).
 #: features clip here, so an answer the model finds absurdly likely or unlikely cannot dominate
 _CLIP = 30.0
 
@@ -116,7 +118,6 @@ def answer_features(query: str, answer: Answer, lexicon: Collection[str], zipf: 
         float(distance),
         0.0 if math.isinf(new_zipf) else new_zipf,
         old_zipf,
-        float(len(edits)),
         float(same_first),
         float(answer.candidate_rank == 0),
         float(answer.candidate_rank),
