@@ -224,6 +224,10 @@ def split_check(
     return chosen, held_out
 
 
+#: per dev row, its answers (highest gain first) with their acceptance features
+AnswerExamples = Sequence[Sequence[tuple[Answer, list[float]]]]
+
+
 def acceptance_examples(
     decisions: Sequence[CopyDecision], lexicon: Collection[str], zipf: Mapping[str, float]
 ) -> list[list[tuple[Answer, list[float]]]]:
@@ -232,7 +236,7 @@ def acceptance_examples(
 
 
 def fit_acceptance(
-    decisions: Sequence[CopyDecision], references: Sequence[str], examples: Sequence[Sequence[tuple[Answer, list[float]]]], *, l2: float = 1.0
+    decisions: Sequence[CopyDecision], references: Sequence[str], examples: AnswerExamples, *, l2: float = 1.0
 ) -> AcceptanceModel:
     """Fit the acceptance model on dev answers: an answer that is the reference of a misspelled
     query should be given (1), any answer to a correct query should not (0). A wrong answer to a
@@ -250,7 +254,7 @@ def fit_acceptance(
 
 
 def acceptance_sweep(
-    model: AcceptanceModel, decisions: Sequence[CopyDecision], references: Sequence[str], examples: Sequence[Sequence[tuple[Answer, list[float]]]]
+    model: AcceptanceModel, decisions: Sequence[CopyDecision], references: Sequence[str], examples: AnswerExamples
 ) -> list[MarginPoint]:
     """Dev figures at every threshold of ``model`` that changes an outcome (``MarginPoint.margin``
     holds the threshold), exactly: a row gives its j-th answer for thresholds in
@@ -291,7 +295,7 @@ def acceptance_sweep(
 def calibrate_acceptance(
     decisions: Sequence[CopyDecision],
     references: Sequence[str],
-    examples: Sequence[Sequence[tuple[Answer, list[float]]]],
+    examples: AnswerExamples,
     *,
     objective: str = "exact_match",
     max_fpr: float | None = None,
@@ -307,7 +311,7 @@ def calibrate_acceptance(
 def acceptance_split_check(
     decisions: Sequence[CopyDecision],
     references: Sequence[str],
-    examples: Sequence[Sequence[tuple[Answer, list[float]]]],
+    examples: AnswerExamples,
     *,
     objective: str = "exact_match",
     max_fpr: float | None = None,
