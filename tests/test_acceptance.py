@@ -31,6 +31,8 @@ def test_features_read_word_frequencies_and_edit_distance():
     two = dict(zip(FEATURES, answer_features("teh clash", Answer("the class", 4.0, word_slack=2.0, real_word_slack=-1.0), LEXICON, zipf_frequencies())))
     assert two["weakest_edit"] == -1.0 and two["old_word_zipf"] == zipf("clash")
     assert two["new_word_zipf"] == min(zipf("the"), zipf("class"))
+    inserted = dict(zip(FEATURES, answer_features("was here", Answer("w was here", 1.0, real_word_slack=1.0), LEXICON, zipf_frequencies())))
+    assert inserted["old_word_zipf"] == zipf("was") > 6  # the word beside the insertion, not "never seen"
     assert edit_distance("", "abc") == 3 and edit_distance("kitten", "sitting") == 3
 
 

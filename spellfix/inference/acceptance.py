@@ -33,7 +33,7 @@ FEATURES = (
     "real_word",  # 1.0 when every replaced word is a known word
     "edit_distance",  # the largest character edit distance between a replaced span and its replacement
     "new_word_zipf",  # the rarest word the answer brings in (wordfreq Zipf, 0 = never seen)
-    "old_word_zipf",  # the most common word it replaces
+    "old_word_zipf",  # the most common word it replaces (for an insertion: of the words beside it)
     "same_first_letter",  # 1.0 when every edit keeps the first letter
     "from_decoder",  # 1.0 for the decoder's answer and its parts, 0.0 for a dictionary candidate
     "candidate_rank",  # the dictionary candidate's rank (1 = first), 0 for the decoder's answers
@@ -109,7 +109,10 @@ def answer_features(query: str, answer: Answer, lexicon: Collection[str], zipf: 
         old, new = " ".join(query_words[edit.start : edit.end]), " ".join(edit.words)
         distance = max(distance, edit_distance(old, new))
         new_zipf = min([new_zipf, *(zipf.get(w, 0.0) for w in edit.words)])
-        old_zipf = max([old_zipf, *(zipf.get(w, 0.0) for w in query_words[edit.start : edit.end])])
+        # an insertion replaces no word: judge it by the words it lands between ("was" -> "w was"
+        # must not look like the fix of a word never seen)
+        replaced = query_words[edit.start : edit.end] if edit.end > edit.start else query_words[max(0, edit.start - 1) : edit.start + 1]
+        old_zipf = max([old_zipf, *(zipf.get(w, 0.0) for w in replaced)])
         same_first &= old[:1] == new[:1]
     return [
         _clip(answer.gain),
