@@ -324,7 +324,7 @@ def acceptance_split_check(
     model, _, chosen = calibrate_acceptance(
         [decisions[i] for i in even], [references[i] for i in even], [examples[i] for i in even], objective=objective, max_fpr=max_fpr
     )
-    outputs = [next((a.text for a, f in examples[i] if model.score(f) > model.threshold), decisions[i].query) for i in odd]
+    outputs = [next((a.text for a, f in examples[i] if model.accepts(f)), decisions[i].query) for i in odd]
     held_out = _figures([decisions[i].query for i in odd], outputs, [normalize(references[i]) for i in odd], margin=model.threshold)
     return chosen, held_out
 

@@ -57,7 +57,7 @@ def test_gain_is_decoded_minus_copy_score_and_zero_when_the_decoder_copies(raw, 
     # A row whose answer is the query itself is not rescored: gain 0 (the other row is scored).
     batch = raw.tokenizer.pad(raw.tokenizer.encode_ids(raw.encoder_texts([pairs[0][0], pairs[1][0]])))
     copies = raw.tokenizer.encode_targets([pairs[0][0], pairs[1][0]], raw.options.max_new_tokens)
-    judged = raw._judge(batch, [pairs[0][0], pairs[1][0]], [copies[0], copies[0]], copies)
+    judged = raw._judge(batch, [pairs[0][0], pairs[1][0]], [copies[0], copies[0]], copies, [[], []])
     assert (judged[0].decoded, judged[0].gain) == (pairs[0][0], 0.0) and judged[1].gain != 0.0
     d = differing[0]
     source = raw.tokenizer.encode_ids(raw.encoder_texts([d.query]))[0]

@@ -212,11 +212,12 @@ class CandidateAnnotator:
 
     # -- public --------------------------------------------------------------------------
 
-    def annotate(self, query: str) -> str:
-        """Encoder input text for ``query`` (unchanged when no word gets candidates)."""
+    def annotate(self, query: str, items: Sequence[WordCandidates] | None = None) -> str:
+        """Encoder input text for ``query`` (unchanged when no word gets candidates); ``items``:
+        its ``word_candidates`` when the caller already has them."""
         cfg = self.config
         parts = [query]
-        for item in self.word_candidates(query):
+        for item in self.word_candidates(query) if items is None else items:
             parts.append(f"{cfg.separator}{item.word}{cfg.word_separator}{' '.join(item.candidates)}")
         return "".join(parts)
 

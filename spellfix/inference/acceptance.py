@@ -60,6 +60,10 @@ class AcceptanceModel:
         z = (np.asarray(features, dtype=np.float64) - np.asarray(self.mean)) / np.asarray(self.scale)
         return float(z @ np.asarray(self.weights) + self.bias)
 
+    def accepts(self, features: Sequence[float]) -> bool:
+        """Give this answer instead of the query?"""
+        return self.score(features) > self.threshold
+
     def with_threshold(self, threshold: float) -> AcceptanceModel:
         return AcceptanceModel(self.weights, self.bias, self.mean, self.scale, threshold)
 

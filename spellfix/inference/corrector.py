@@ -199,7 +199,7 @@ class SpellCorrector:
         if self.acceptance is None:
             return decision.choose(self.copy_margin, self.real_word_margin)
         model, words, frequencies = self.acceptance, self.known_words(), zipf_frequencies()
-        return decision.choose_by(lambda answer: model.score(answer_features(decision.query, answer, words, frequencies)) > model.threshold)
+        return decision.choose_by(lambda answer: model.accepts(answer_features(decision.query, answer, words, frequencies)))
 
     def known_words(self) -> frozenset[str]:
         """The words that count as known for the real-word rule and the acceptance features."""
@@ -216,7 +216,11 @@ class SpellCorrector:
         todo = [i for i, t in enumerate(texts) if t]
         if not todo:
             return decoded, copies, decisions
-        encoded = self.tokenizer.encode_ids([self._annotate(texts[i]) for i in todo])
+        # each query's dictionary candidates, looked up once: the encoder input and the candidate answers
+        candidates = [self._annotator.word_candidates(texts[i]) if self._annotator is not None else [] for i in todo]
+        encoded = self.tokenizer.encode_ids(
+            [self._annotator.annotate(texts[i], items) if self._annotator is not None else texts[i] for i, items in zip(todo, candidates)]
+        )
         targets = self.tokenizer.encode_targets([texts[i] for i in todo], self.options.max_new_tokens) if judge else [[] for _ in todo]
         order = sorted(range(len(todo)), key=lambda j: len(encoded[j]))
         for start in range(0, len(order), self.batch_size):
@@ -226,18 +230,21 @@ class SpellCorrector:
             for j, ids in zip(chunk, outputs):
                 decoded[todo[j]], copies[todo[j]] = ids, targets[j]
             if judge:
-                chunk_decisions = self._judge(batch, [texts[todo[j]] for j in chunk], outputs, [targets[j] for j in chunk])
+                alternatives = [self._candidate_answers(texts[todo[j]], candidates[j]) for j in chunk]
+                chunk_decisions = self._judge(batch, [texts[todo[j]] for j in chunk], outputs, [targets[j] for j in chunk], alternatives)
                 for j, decision in zip(chunk, chunk_decisions):
                     decisions[todo[j]] = decision
         return decoded, copies, decisions
 
-    def _judge(self, batch: Any, queries: list[str], outputs: list[list[int]], copies: list[list[int]]) -> list[CopyDecision]:
+    def _judge(
+        self, batch: Any, queries: list[str], outputs: list[list[int]], copies: list[list[int]], alternatives: list[list[tuple[str, int, bool]]]
+    ) -> list[CopyDecision]:
         """A :class:`CopyDecision` per row. Rows whose answer differs from the query, or that have
         candidate answers, get one extra teacher-forced pass (on every backend) scoring the answer,
         the query, every partial answer of an answer with a few word edits
-        (``spellfix.inference.copy_rule``) and the candidate answers."""
+        (``spellfix.inference.copy_rule``) and the candidate answers (``alternatives``:
+        ``_candidate_answers`` per row)."""
         decisions = [CopyDecision(q, q, 0.0) for q in queries]
-        alternatives = [self._candidate_answers(q) for q in queries]
         differ = [i for i, (out, copy) in enumerate(zip(outputs, copies)) if out != copy or alternatives[i]]
         if not differ:
             return decisions
@@ -252,8 +259,8 @@ class SpellCorrector:
             if any(len(t) > self.options.max_new_tokens for t in partial_targets):
                 edits[k], partial_targets, partial_texts = [], [], []  # a partial answer the decoder could not emit: judge whole
             taken = {queries[i], answers[k], *partial_texts}
-            extra = [(text, rank) for text, rank in alternatives[i] if text not in taken]
-            extra_targets = self.tokenizer.encode_targets([text for text, _ in extra], _UNBOUNDED)
+            extra = [alternative for alternative in alternatives[i] if alternative[0] not in taken]
+            extra_targets = self.tokenizer.encode_targets([text for text, _, _ in extra], _UNBOUNDED)
             kept = [(alt, t) for alt, t in zip(extra, extra_targets) if len(t) <= self.options.max_new_tokens]
             row = [outputs[i], copies[i], *partial_targets, *(t for _, t in kept)]
             layout_of.append((len(partial_targets), [alt for alt, _ in kept]))
@@ -272,20 +279,22 @@ class SpellCorrector:
             position += 2 + n_partials + len(extra)
             partials = partial_answers(queries[i], edits[k], [*partial_scores, answer_score], query_score) if edits[k] else ()
             real_word = only_real_words(all_edits[k])
-            others = tuple(_one_word_answer(text, score - query_score, rank, queries[i], words) for (text, rank), score in zip(extra, extra_scores))
+            others = tuple(_one_word_answer(text, score - query_score, rank, real) for (text, rank, real), score in zip(extra, extra_scores))
             decisions[i] = CopyDecision(queries[i], answer, answer_score - query_score, real_word, partials, others)
         return decisions
 
-    def _candidate_answers(self, query: str) -> list[tuple[str, int]]:
+    def _candidate_answers(self, query: str, candidates: Sequence[Any]) -> list[tuple[str, int, bool]]:
         """The query with one word replaced by one of its first ``candidate_answers`` dictionary
-        candidates (the ones the encoder input lists), with the candidate's rank (1 = first)."""
-        if not self.candidate_answers or self._annotator is None or not query:
+        candidates (``candidates``: the query's ``word_candidates``, which the encoder input lists),
+        with the candidate's rank (1 = first) and whether the replaced word is a known word."""
+        if not self.candidate_answers:
             return []
-        words = query.split()
+        words, known = query.split(), self.known_words()
         out = []
-        for item in self._annotator.word_candidates(query):
+        for item in candidates:
             for rank, candidate in enumerate(item.candidates[: self.candidate_answers], 1):
-                out.append((" ".join([*words[: item.position], candidate, *words[item.position + 1 :]]), rank))
+                text = " ".join([*words[: item.position], candidate, *words[item.position + 1 :]])
+                out.append((text, rank, words[item.position] in known))
         return out[:MAX_CANDIDATE_ANSWERS]
 
     def correct(self, queries: Sequence[str | bytes]) -> list[str]:
@@ -300,9 +309,8 @@ class SpellCorrector:
         )
 
 
-def _one_word_answer(text: str, gain: float, rank: int, query: str, known: frozenset[str]) -> Answer:
+def _one_word_answer(text: str, gain: float, rank: int, real_word: bool) -> Answer:
     """A candidate answer: one edit, so its slack is its gain, of the kind of the word it replaces."""
-    real_word = only_real_words(word_edits(query, text, known))
     return Answer(text, gain, **{"real_word_slack" if real_word else "word_slack": gain}, candidate_rank=rank)
 
 
