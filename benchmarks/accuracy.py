@@ -14,7 +14,7 @@ data/ through the same functions (spellfix.evaluation), single-threaded, in one 
 For the word lists the distinct correct words are fed as inputs too, so every set has a
 false-positive rate. Reported per set and system: fix rate, false-positive rate, word correction
 rate, CER, queries/s and characters/s (one thread, whole set), and p50/p99 latency at batch 1.
-``--candidates`` adds the recall ceiling of dictionary candidates (spellfix.data.candidates).
+``--candidates`` adds the recall ceiling of dictionary candidates (spellfix.lexical.candidates).
 
     python benchmarks/accuracy.py                       # peers only (~4 min: pyspellchecker is slow)
     python benchmarks/accuracy.py --model runs/q/best   # + spellfix
@@ -133,7 +133,7 @@ def run_one(system, rows: list[dict[str, str]], *, batch_size: int, latency_samp
 
 
 def measure_candidates(rows: list[dict[str, str]]) -> dict[str, Any]:
-    from spellfix.data.candidates import CandidateAnnotator, CandidatesConfig, candidate_recall
+    from spellfix.lexical.candidates import CandidateAnnotator, CandidatesConfig, candidate_recall
     from spellfix.evaluation import row_groups
 
     misspelled = [r for r in rows if r["query"] != r["correction"]]

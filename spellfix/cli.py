@@ -86,7 +86,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         )
     acceptance = None
     if args.rule == "acceptance":
-        from spellfix.inference.lexicon import zipf_frequencies
+        from spellfix.lexical.lexicon import zipf_frequencies
 
         examples = calibration.acceptance_examples(decisions, corrector.known_words(), zipf_frequencies())
         try:
@@ -140,7 +140,7 @@ DEFAULT_KNOWN_WORD_ZIPF = 2.5
 
 def _known_word_zipf(value: str) -> float | None:
     """--known-word-zipf: 'off' or a Zipf frequency the shipped word list can serve."""
-    from spellfix.inference.lexicon import check_known_word_zipf
+    from spellfix.lexical.lexicon import check_known_word_zipf
 
     if value == "off":
         return None

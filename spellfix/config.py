@@ -19,7 +19,7 @@ from typing import Any, Literal, Mapping, get_args, get_origin
 import yaml
 
 from spellfix.fsutil import write_text_atomic
-from spellfix.data.candidates import CandidatesConfig
+from spellfix.lexical.candidates import CandidatesConfig
 from spellfix.data.noise import NoiseConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -21,7 +21,7 @@ class SymSpellPeer:
     name = "symspell"
 
     def __init__(self, max_edit_distance: int = 2, prefix_length: int = 7):
-        from spellfix.data.candidates import BUILTIN, load_symspell
+        from spellfix.lexical.candidates import BUILTIN, load_symspell
 
         self.max_edit_distance = max_edit_distance
         # Same shipped dictionaries lookup_compound's documentation loads; cached per process.
@@ -61,7 +61,7 @@ class PySpellCheckerPeer:
 
 class CandidateTop1Baseline:
     """Not a peer but our own floor: replace every word not in the dictionary by its first
-    dictionary candidate (spellfix.data.candidates ranking, with context), keep the rest.
+    dictionary candidate (spellfix.lexical.candidates ranking, with context), keep the rest.
 
     It shows what the candidates alone give without a model choosing among them; a model that
     sees the same candidates must beat it."""
@@ -69,7 +69,7 @@ class CandidateTop1Baseline:
     name = "candidates-top1"
 
     def __init__(self):
-        from spellfix.data.candidates import CandidateAnnotator, CandidatesConfig
+        from spellfix.lexical.candidates import CandidateAnnotator, CandidatesConfig
 
         self._annotator = CandidateAnnotator(CandidatesConfig(enabled=True, words="unknown"))
 

@@ -15,7 +15,7 @@ from spellfix import calibration
 from spellfix.inference.acceptance import FEATURES, AcceptanceModel, answer_features, edit_distance, fit_logistic
 from spellfix.inference.changes import is_real_word_change, word_edits
 from spellfix.inference.copy_rule import Answer, CopyDecision, partial_answers
-from spellfix.inference.lexicon import lexicon, zipf, zipf_frequencies
+from spellfix.lexical.lexicon import lexicon, zipf, zipf_frequencies
 
 LEXICON = lexicon(2.5)
 

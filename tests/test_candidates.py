@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from spellfix.data.candidates import CandidateAnnotator, CandidatesConfig, candidate_recall
+from spellfix.lexical.candidates import CandidateAnnotator, CandidatesConfig, candidate_recall
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +101,7 @@ def test_custom_dictionary_file_is_used(tmp_path):
 
 
 def test_candidates_module_imports_without_torch():
-    code = "import sys, spellfix.data.candidates, spellfix.peers; assert 'torch' not in sys.modules"
+    code = "import sys, spellfix.lexical.candidates, spellfix.peers; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -206,7 +206,7 @@ def test_a_shipped_model_name_resolves_to_models_dir(model_dir, tmp_path, monkey
 
 def test_real_word_changes_are_those_that_only_touch_dictionary_words():
     from spellfix.inference.changes import is_real_word_change, word_edits
-    from spellfix.inference.lexicon import lexicon as known_words
+    from spellfix.lexical.lexicon import lexicon as known_words
 
     lexicon = known_words(None)
     assert [(e.start, e.end, e.words) for e in word_edits("thin lizzy", "this lizzy", lexicon)] == [(0, 1, ("this",))]

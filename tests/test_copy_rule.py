@@ -10,7 +10,7 @@ import pytest
 from spellfix import calibration
 from spellfix.inference.changes import apply_edits, is_real_word_change, word_edits
 from spellfix.inference.copy_rule import Answer, CopyDecision, edit_subsets, judged_edits, partial_answers
-from spellfix.inference.lexicon import check_known_word_zipf, lexicon
+from spellfix.lexical.lexicon import check_known_word_zipf, lexicon
 
 LEXICON = {"the", "clash", "class", "train", "in", "vain", "a", "b", "c", "d"}
 

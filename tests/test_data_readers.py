@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from spellfix.data import DataError, read_clean_queries, read_pairs
-from spellfix.data.readers import normalize_query
+from spellfix.lexical.normalize import normalize_query
 
 
 def write_bytes(path: Path, data: bytes) -> Path:

@@ -207,7 +207,7 @@ def test_onnxruntime_backend_asks_for_an_export_dir(model_dir):
 
 
 def test_candidate_annotation_is_applied_when_the_model_was_trained_with_it(model_dir, tmp_path):
-    from spellfix.data.candidates import CandidateAnnotator, CandidatesConfig
+    from spellfix.lexical.candidates import CandidateAnnotator, CandidatesConfig
 
     dictionary = tmp_path / "words.txt"
     dictionary.write_text("lizzy 500\nthin 900\nmetallica 300\n", encoding="utf-8")

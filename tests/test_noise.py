@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from spellfix.data import ConfusionList, NoiseConfig, load_confusions, make_noisy_pairs
-from spellfix.data.noise import EDIT_TYPES, KEYBOARD_NEIGHBORS, VOWELS, codespell_pairs, dictionary_words
+from spellfix.data.noise import EDIT_TYPES, KEYBOARD_NEIGHBORS, VOWELS, codespell_pairs
+from spellfix.lexical.dictionary import dictionary_words
 
 REPO = Path(__file__).resolve().parent.parent
 NO_CONFUSIONS = ConfusionList.empty()
@@ -281,7 +282,7 @@ def test_invalid_noise_config_names_the_field(overrides: dict[str, object], mess
 
 
 def test_top_dictionary_words_are_the_most_frequent_real_words_in_order() -> None:
-    from spellfix.data.noise import top_dictionary_words
+    from spellfix.lexical.dictionary import top_dictionary_words
 
     words = top_dictionary_words(2000)
     assert words[:3] == ["the", "and", "for"]  # "of", "to", "a" are shorter than 3 letters

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from spellfix.config import DataConfig
-from spellfix.data.noise import top_dictionary_words
+from spellfix.lexical.dictionary import top_dictionary_words
 from spellfix.data.pipeline import load_training_pairs
 
 

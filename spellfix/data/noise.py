@@ -33,6 +33,7 @@ from string import ascii_lowercase
 from typing import Any
 
 from spellfix.data.readers import DataError, read_pairs
+from spellfix.lexical.dictionary import dictionary_words, is_word, top_dictionary_words
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,6 @@ DEFAULT_CONFUSION_FILES = ("data/real_errors_train.tsv",)
 # codespell's main list (misspelling->fix) and its list of rare real words used by mistake for common
 # ones (real-word errors). Not the en-GB->en-US or code-specific lists: those are not misspellings.
 CODESPELL_DICTIONARIES = ("dictionary.txt", "dictionary_rare.txt")
-SYMSPELL_DICTIONARY = "frequency_dictionary_en_82_765.txt"
 
 # QWERTY rows with their horizontal stagger (in key widths): two keys are neighbours when they sit
 # on the same row one key apart, or on adjacent rows less than one key width apart.
@@ -205,7 +205,7 @@ class ConfusionList:
             misspelling, correct = misspelling.strip().lower(), correct.strip().lower()
             if not misspelling or misspelling == correct or correct in excluded:
                 continue
-            if " " in correct or " " in misspelling or not _is_word(correct):
+            if " " in correct or " " in misspelling or not is_word(correct):
                 continue
             distance = OSA.distance(misspelling, correct)
             if distance > max_edit_distance or distance > max_edit_ratio * len(correct):
@@ -234,7 +234,7 @@ def codespell_pairs(dictionaries: Sequence[str] = CODESPELL_DICTIONARIES) -> lis
             if not sep or "," in fix:
                 continue
             typo, fix = typo.strip(), fix.strip()
-            if typo.islower() and fix.islower() and _is_word(typo) and _is_word(fix):
+            if typo.islower() and fix.islower() and is_word(typo) and is_word(fix):
                 pairs.append((typo, fix))
     return pairs
 
@@ -284,38 +284,6 @@ def load_confusions(
 @functools.lru_cache(maxsize=4)
 def _cached_confusions(paths: tuple[str, ...], use_codespell: bool) -> ConfusionList:
     return load_confusions(paths if paths != DEFAULT_CONFUSION_FILES else None, use_codespell)
-
-
-@functools.lru_cache(maxsize=1)
-def _dictionary_counts() -> tuple[tuple[str, int], ...]:
-    """(word, count) of the alphabetic words of symspellpy's English frequency dictionary, most
-    frequent first (ties by spelling)."""
-    text = (importlib.resources.files("symspellpy") / SYMSPELL_DICTIONARY).read_text(encoding="utf-8")
-    entries = [(word, int(count)) for word, _, count in (line.partition(" ") for line in text.splitlines()) if _is_word(word)]
-    return tuple(sorted(entries, key=lambda e: (-e[1], e[0])))
-
-
-@functools.lru_cache(maxsize=1)
-def dictionary_words() -> frozenset[str]:
-    """Lower-case alphabetic words of symspellpy's English frequency dictionary (82,765 entries)."""
-    return frozenset(word for word, _ in _dictionary_counts())
-
-
-def top_dictionary_words(n: int, min_chars: int = 3) -> list[str]:
-    """The ``n`` most frequent words of at least ``min_chars`` letters in symspellpy's English
-    frequency dictionary, most frequent first.
-
-    Used as one-word clean queries: song titles and product names rarely hold words such as
-    "accommodation", so a model trained on them alone corrects isolated common words poorly.
-    """
-    if n <= 0:
-        return []
-    return [word for word, _ in _dictionary_counts() if len(word) >= min_chars][:n]
-
-
-def _is_word(token: str) -> bool:
-    """Letters, optionally with inner apostrophes (don't)."""
-    return token.replace("'", "").isalpha() and not token.startswith("'") and not token.endswith("'")
 
 
 # --------------------------------------------------------------------------------------------
@@ -427,13 +395,13 @@ class _Synthesizer:
     def _eligible(self, word: str) -> bool:
         cached = self._eligible_cache.get(word)
         if cached is None:
-            cached = len(word) >= self.config.min_word_chars and _is_word(word) and self._known(word)
+            cached = len(word) >= self.config.min_word_chars and is_word(word) and self._known(word)
             if len(self._eligible_cache) < 1_000_000:
                 self._eligible_cache[word] = cached
         return cached
 
     def _known(self, word: str) -> bool:
-        return _is_word(word) and (self.vocabulary is None or word in self.vocabulary)
+        return is_word(word) and (self.vocabulary is None or word in self.vocabulary)
 
     # ---- word level
 

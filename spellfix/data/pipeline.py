@@ -37,7 +37,7 @@ def load_training_pairs(cfg: DataConfig, seed: int) -> tuple[list[str], list[str
     if cfg.max_clean_queries is not None:
         clean = clean[: cfg.max_clean_queries]
     if cfg.dictionary_words:
-        from spellfix.data.noise import top_dictionary_words
+        from spellfix.lexical.dictionary import top_dictionary_words
 
         clean.extend(top_dictionary_words(cfg.dictionary_words))
     if clean:
@@ -74,7 +74,7 @@ _worker_annotator = None
 
 def _init_worker(candidates_config) -> None:
     global _worker_annotator
-    from spellfix.data.candidates import CandidateAnnotator
+    from spellfix.lexical.candidates import CandidateAnnotator
 
     _worker_annotator = CandidateAnnotator(candidates_config)
 
@@ -91,7 +91,7 @@ class SourceFormatter:
         self.candidates = cfg.candidates
         self._annotator = None
         if getattr(cfg.candidates, "enabled", False):
-            from spellfix.data.candidates import CandidateAnnotator
+            from spellfix.lexical.candidates import CandidateAnnotator
 
             self._annotator = CandidateAnnotator(cfg.candidates)
 

@@ -41,6 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal, Sequence, TypeVar
 
+from spellfix.lexical.normalize import normalize_query
+
 logger = logging.getLogger(__name__)
 
 OnError = Literal["skip", "error"]
@@ -84,16 +86,6 @@ def spread_rows(rows: Sequence[_Row], limit: int | None) -> list[_Row]:
     if limit < 1:
         raise ValueError(f"limit must be >= 1, got {limit}")
     return [rows[i * len(rows) // limit] for i in range(limit)]
-
-
-def normalize_query(text: str, *, lowercase: bool = True) -> str:
-    """Strip, collapse internal whitespace to single spaces and (by default) lower-case.
-
-    This is the normalisation the project scores with, so training targets, model inputs and
-    references all agree on it.
-    """
-    text = " ".join(text.split())
-    return text.lower() if lowercase else text
 
 
 # --------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ other dictionary words ("thin lizzy" -> "this lizzy") is far more often fine as 
 correctors treat the two apart for the same reason (real-word errors need context). The copy margin
 can therefore be set separately for real-word changes (``decoding.real_word_margin``), and an
 answer with several edits is judged edit by edit (``spellfix.inference.copy_rule``). Which words
-are "dictionary words" is ``spellfix.inference.lexicon``'s job.
+are "dictionary words" is ``spellfix.lexical.lexicon``'s job.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ model was trained with it, ``spellfix.json: candidates.enabled``) -> ``<s> token
 least ``copy_margin`` nats above the query itself (``spellfix.json: decoding.copy_margin``, chosen
 on a dev set by ``spellfix calibrate``), or ``real_word_margin`` nats when the answer only replaces
 dictionary words (``decoding.real_word_margin``; which words count: ``decoding.known_word_zipf``,
-``spellfix.inference.lexicon``). An answer with a few word edits is judged edit by edit, so a fix
+``spellfix.lexical.lexicon``). An answer with a few word edits is judged edit by edit, so a fix
 does not carry a wrong change along (``spellfix.inference.copy_rule``). A model calibrated with
 ``--rule acceptance`` decides with a learned rule instead (``spellfix.inference.acceptance``: word
 frequencies, edit distance and the model's scores). A small model that is unsure
@@ -33,7 +33,7 @@ from spellfix.inference.backends import BACKENDS, Backend
 from spellfix.inference.changes import apply_edits, only_real_words, word_edits
 from spellfix.inference.copy_rule import Answer, CopyDecision, edit_subsets, judged_edits, partial_answers
 from spellfix.inference.decoding import DecodingOptions, generate, score_sequences
-from spellfix.inference.lexicon import check_known_word_zipf, lexicon, zipf_frequencies
+from spellfix.lexical.lexicon import check_known_word_zipf, lexicon, zipf_frequencies
 from spellfix.inference.tokenization import QueryTokenizer
 from spellfix.inference.text import check_queries, normalize_query
 
@@ -64,7 +64,7 @@ class SpellCorrector:
     ignored when ``copy_margin`` is ``None``.
     ``known_word_zipf``: which words count as dictionary words for that rule — ``"model"`` (default:
     the setting saved with the margins), ``None`` (symspellpy's dictionary alone) or a Zipf frequency
-    (also wordfreq's words at least that frequent; see ``spellfix.inference.lexicon``).
+    (also wordfreq's words at least that frequent; see ``spellfix.lexical.lexicon``).
     ``acceptance``: a learned rule that decides instead of the margins — ``"model"`` (default: the
     one saved by ``spellfix calibrate --rule acceptance``, if any), an
     :class:`~spellfix.inference.acceptance.AcceptanceModel`, or ``None`` (the margins decide). With
@@ -152,7 +152,7 @@ class SpellCorrector:
         self._lexicon: frozenset[str] | None = None
         self._annotator: Any = None
         if self.settings.candidates_enabled:
-            from spellfix.data.candidates import CandidateAnnotator, CandidatesConfig  # only models trained with it
+            from spellfix.lexical.candidates import CandidateAnnotator, CandidatesConfig  # only models trained with it
 
             self._annotator = CandidateAnnotator(CandidatesConfig(**self.settings.candidates))
 

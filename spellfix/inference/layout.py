@@ -76,7 +76,7 @@ class InputSettings:
     copy_margin: float | None = None
     #: the margin for answers that only replace dictionary words (None: ``copy_margin`` applies)
     real_word_margin: float | None = None
-    #: words at least this frequent in wordfreq count as known (``spellfix.inference.lexicon``; None: symspellpy's alone)
+    #: words at least this frequent in wordfreq count as known (``spellfix.lexical.lexicon``; None: symspellpy's alone)
     known_word_zipf: float | None = None
     #: the learned rule that replaces the margins when set (``spellfix.inference.acceptance``), as
     #: (its ``decoding.acceptance`` object, the file it came from)
@@ -149,7 +149,7 @@ def read_input_settings(model_dir: str | Path) -> InputSettings:
                     raise ValueError(f"{settings_path}: decoding.{key}: expected a number or null, got {margin!r}")
                 values[key] = float(margin)
         if values.get("known_word_zipf") is not None:
-            from spellfix.inference.lexicon import check_known_word_zipf
+            from spellfix.lexical.lexicon import check_known_word_zipf
 
             try:
                 check_known_word_zipf(values["known_word_zipf"])

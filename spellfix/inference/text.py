@@ -1,6 +1,6 @@
 """Query validation and normalisation shared by the runtime and the evaluator.
 
-``normalize_query`` is the project's one normalisation (``spellfix.data.readers``: strip, collapse
+``normalize_query`` is the project's one normalisation (``spellfix.lexical.normalize``: strip, collapse
 whitespace, lower-case), re-exported here so serving code and scoring cannot drift apart.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from spellfix.data.readers import normalize_query
+from spellfix.lexical.normalize import normalize_query
 
 __all__ = ["check_queries", "normalize_query"]
 

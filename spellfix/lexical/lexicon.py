@@ -10,7 +10,7 @@ Zipf 3 = once per million words). The frequencies themselves feed the acceptance
 (``spellfix.inference.acceptance``): a rare name ("klipsch", Zipf 2.0) is seldom a typo, a word wordfreq
 has never seen ("hurple") usually is. The table ships with the package (``resources/``), so a
 serving environment needs neither wordfreq nor a download; rebuild it with
-``python -m spellfix.inference.lexicon`` (needs ``pip install wordfreq``).
+``python -m spellfix.lexical.lexicon`` (needs ``pip install wordfreq``).
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import gzip
 import importlib.resources
 import math
 from pathlib import Path
+
+from spellfix.lexical.dictionary import dictionary_words
 
 #: wordfreq's English words (no whitespace) with their Zipf frequency, most frequent first, gzipped
 FREQUENCY_RESOURCE = "wordfreq_en.tsv.gz"
@@ -31,8 +33,6 @@ RESOURCE_MIN_ZIPF = 1.0
 def lexicon(known_word_zipf: float | None = None) -> frozenset[str]:
     """symspellpy's dictionary, plus (``known_word_zipf`` set) every wordfreq English word at least
     that frequent. ``None``: symspellpy's dictionary alone (models calibrated before the option)."""
-    from spellfix.data.noise import dictionary_words  # symspellpy's; lazy: the serving env imports little
-
     words = dictionary_words()
     if known_word_zipf is None:
         return words
@@ -88,7 +88,7 @@ def write_frequency_resource(path: Path, min_zipf: float = RESOURCE_MIN_ZIPF) ->
         f"# English words with a Zipf frequency >= {min_zipf} in wordfreq {version('wordfreq')} (wordlist 'best');\n"
         "# word<TAB>zipf, most frequent first.\n"
         "# Data: wordfreq by Robyn Speer et al., CC BY-SA 4.0 (https://github.com/rspeer/wordfreq);\n"
-        "# rebuild with `python -m spellfix.inference.lexicon`.\n"
+        "# rebuild with `python -m spellfix.lexical.lexicon`.\n"
     )
     text = header + "".join(f"{word}\t{zipf:.2f}\n" for word, zipf in rows)
     write_bytes_atomic(path, gzip.compress(text.encode("utf-8"), compresslevel=9, mtime=0))
