@@ -123,3 +123,28 @@ def test_parallel_annotation_equals_serial_and_keeps_order(monkeypatch):
     monkeypatch.setattr(pipeline, "PARALLEL_MIN_QUERIES", 0)
     assert formatter(queries, workers=2) == serial
     assert any(" | " in text for text in serial)
+
+
+def test_fast_lookup_returns_symspells_words_for_dictionary_words_and_their_typos():
+    """spellfix.lexical.symdelete replaces symspellpy's lookup: the same words and distances, for
+    known words (the suspicious-word lookups), typos of them and short words (symspellpy's path)."""
+    import random
+
+    from symspellpy import Verbosity
+
+    from spellfix.lexical.candidates import load_symspell
+    from spellfix.lexical.symdelete import lookup_all
+
+    sym = load_symspell(max_edit_distance=2)
+    rng = random.Random(7)
+    words = {"a", "ac", "xz", "hedphones", "metalica", "recieve"}
+    for word in rng.sample(sorted(sym.words), 400):
+        words.add(word)
+        if len(word) > 2:
+            i = rng.randrange(len(word))
+            words.add(word[:i] + word[i + 1 :])
+            words.add(word[:i] + rng.choice("abcdefghijklmnopqrstuvwxyz") + word[i:])
+    for max_distance in (1, 2):
+        for word in sorted(words):
+            expected = sorted((s.term, s.distance) for s in sym.lookup(word, Verbosity.ALL, max_distance))
+            assert sorted(lookup_all(sym, word, max_distance)) == expected, (word, max_distance)

@@ -2,8 +2,8 @@
 
 Why: a seq2seq corrector trained from scratch learns to copy long before it learns English spelling
 (STACK.md, last section). A frequency dictionary already knows which real words sit near a typo, so
-we look them up (SymSpell symmetric-delete lookups: ~1 ms of CPU for a new word, microseconds once
-it is in the LRU cache) and append them to the encoder input. The model then only has to *pick* -- a candidate, or the word as typed -- which a
+we look them up (SymSpell symmetric-delete lookups, ``spellfix.lexical.symdelete``: ~0.1 ms of CPU for a new word,
+microseconds once it is in the LRU cache) and append them to the encoder input. The model then only has to *pick* -- a candidate, or the word as typed -- which a
 small model learns quickly; bart-base takes the same text. The decoder target stays the plain
 corrected query, so nothing downstream changes.
 
@@ -36,6 +36,7 @@ by spelling, so the output never depends on hash seeds or symspellpy's traversal
 from __future__ import annotations
 
 import functools
+import heapq
 import importlib.resources
 import math
 import re
@@ -44,6 +45,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from spellfix.lexical.symdelete import lookup_all
 
 SYMSPELL_PACKAGE_DICTIONARY = "frequency_dictionary_en_82_765.txt"
 SYMSPELL_PACKAGE_BIGRAMS = "frequency_bigramdictionary_en_243_342.txt"
@@ -205,9 +208,6 @@ class CandidateAnnotator:
         self._use_context = cfg.context and bool(self._bigrams)
         self._log_n_uni = math.log(sum(self._words.values()))
         self._log_n_bi = math.log(sum(self._bigrams.values())) if self._bigrams else 0.0
-        from symspellpy import Verbosity
-
-        self._verbosity_all = Verbosity.ALL
         self._lookup = functools.lru_cache(maxsize=cfg.cache_size)(self._lookup_uncached)
 
     # -- public --------------------------------------------------------------------------
@@ -268,19 +268,15 @@ class CandidateAnnotator:
         The edit score (minus ``distance_penalty`` per edit and ``first_letter_penalty``) and the
         unigram term depend only on the word, so they are cached with it; context is added per query."""
         cfg = self.config
-        suggestions = self._sym.lookup(word, self._verbosity_all, max_distance)
+        counts = self._words
+        neighbours = [(term, distance) for term, distance in lookup_all(self._sym, word, max_distance) if term != word]
         # Our own total order (fewest edits, most frequent, then spelling) so the pool cut never
-        # depends on how symspellpy happened to traverse its index.
-        suggestions = sorted(suggestions, key=lambda s: (s.distance, -s.count, s.term))
-        out = []
-        for s in suggestions:
-            if s.term == word:
-                continue
-            static = -cfg.distance_penalty * s.distance - (cfg.first_letter_penalty if s.term[:1] != word[:1] else 0.0)
-            out.append((s.term, static, self._log_unigram(s.term)))
-            if len(out) == cfg.rerank_pool:
-                break
-        return tuple(out)
+        # depends on how the index happened to be traversed.
+        pool = heapq.nsmallest(cfg.rerank_pool, neighbours, key=lambda s: (s[1], -counts[s[0]], s[0]))
+        return tuple(
+            (term, -cfg.distance_penalty * distance - (cfg.first_letter_penalty if term[:1] != word[:1] else 0.0), self._log_unigram(term))
+            for term, distance in pool
+        )
 
     def _log_unigram(self, word: str) -> float:
         return math.log(self._words.get(word, 0) + 1) - self._log_n_uni
