@@ -45,7 +45,7 @@ def test_scored_sequences_equal_the_models_teacher_forced_log_likelihood(raw, mo
     batch = raw.tokenizer.pad(sources)
     state = raw.backend.encode(batch.input_ids, batch.attention_mask)
     ours = score_sequences(raw.backend, state, targets, raw.options.decoder_start_token_id, raw.options.pad_token_id)
-    assert len({len(t) for t in targets}) > 1  # rows of different lengths share the padded loop
+    assert len({len(t) for t in targets}) > 1  # rows of different lengths share the padded block
     for row in range(len(texts)):
         assert ours[row] == pytest.approx(_hf_log_likelihood(model_dir, sources[row], targets[row]), abs=1e-3)
 
@@ -57,7 +57,7 @@ def test_gain_is_decoded_minus_copy_score_and_zero_when_the_decoder_copies(raw, 
     # A row whose answer is the query itself is not rescored: gain 0 (the other row is scored).
     batch = raw.tokenizer.pad(raw.tokenizer.encode_ids(raw.encoder_texts([pairs[0][0], pairs[1][0]])))
     copies = raw.tokenizer.encode_targets([pairs[0][0], pairs[1][0]], raw.options.max_new_tokens)
-    judged = raw._judge(batch, [pairs[0][0], pairs[1][0]], [copies[0], copies[0]], copies, [[], []])
+    judged = raw._judge(batch, None, [pairs[0][0], pairs[1][0]], [copies[0], copies[0]], copies, [[], []], None)
     assert (judged[0].decoded, judged[0].gain) == (pairs[0][0], 0.0) and judged[1].gain != 0.0
     d = differing[0]
     source = raw.tokenizer.encode_ids(raw.encoder_texts([d.query]))[0]

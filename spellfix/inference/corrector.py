@@ -22,6 +22,7 @@ class works inside a lean serving environment (Triton's python backend) from an 
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -32,7 +33,7 @@ from spellfix.inference.acceptance import AcceptanceModel, answer_features
 from spellfix.inference.backends import BACKENDS, Backend
 from spellfix.inference.changes import apply_edits, only_real_words, word_edits
 from spellfix.inference.copy_rule import Answer, CopyDecision, edit_subsets, judged_edits, partial_answers
-from spellfix.inference.decoding import DecodingOptions, generate, score_sequences
+from spellfix.inference.decoding import DecodingOptions, copy_verify, generate, score_sequences
 from spellfix.lexical.lexicon import check_known_word_zipf, lexicon, zipf_frequencies
 from spellfix.inference.tokenization import QueryTokenizer
 from spellfix.inference.text import check_queries, normalize_query
@@ -72,6 +73,10 @@ class SpellCorrector:
     ``candidate_answers``: besides the decoder's answer, judge the query with one word replaced by
     each of its first k dictionary candidates (models trained with candidates; ``"model"``: the k
     saved by ``spellfix calibrate``, 0 when none). Each is one more teacher-forced sequence.
+    ``copy_verify``: greedy decoding verifies the query as a draft, a whole block per decoder call
+    (``spellfix.inference.decoding.copy_verify``: the same output, a correct query in one call);
+    False runs the one-token-per-call greedy loop (the reference it is tested against). Beam
+    search always runs the step loop.
     """
 
     def __init__(
@@ -91,6 +96,7 @@ class SpellCorrector:
         known_word_zipf: float | str | None = FROM_MODEL,
         acceptance: AcceptanceModel | str | None = FROM_MODEL,
         candidate_answers: int | str = FROM_MODEL,
+        copy_verify: bool = True,
     ):
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -100,6 +106,9 @@ class SpellCorrector:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.backend_name = backend
         self.batch_size = batch_size
+        self.copy_verify = copy_verify and num_beams == 1
+        #: decode_block calls of the last ``correct`` / ``generate_ids`` / ``copy_decisions`` call (copy-verify)
+        self.last_decoder_calls = 0
         options = dict(backend_options or {})
         if backend == "torch":
             self.backend, tokenizer, self.settings, self.model_dir = _load_torch(model, options)
@@ -150,6 +159,7 @@ class SpellCorrector:
             raise ValueError(f"candidate_answers must be an integer >= 0 or {FROM_MODEL!r}, got {candidate_answers!r}")
         self.candidate_answers = candidate_answers
         self._lexicon: frozenset[str] | None = None
+        self._token_kinds: tuple[np.ndarray, np.ndarray] | None = None
         self._annotator: Any = None
         if self.settings.candidates_enabled:
             from spellfix.lexical.candidates import CandidateAnnotator, CandidatesConfig  # only models trained with it
@@ -209,10 +219,11 @@ class SpellCorrector:
 
     def _decode(self, texts: list[str], *, judge: bool) -> tuple[list[list[int]], list[list[int]], list[CopyDecision | None]]:
         """Decoded ids, the query's own target ids and (``judge``) a :class:`CopyDecision` per text
-        (``judge=False``: no copy ids, no decisions; an empty text: None)."""
+        (``judge=False``: no decisions; an empty text: None)."""
         decoded: list[list[int]] = [[] for _ in texts]
         copies: list[list[int]] = [[] for _ in texts]
         decisions: list[CopyDecision | None] = [None] * len(texts)
+        self.last_decoder_calls = 0
         todo = [i for i, t in enumerate(texts) if t]
         if not todo:
             return decoded, copies, decisions
@@ -221,29 +232,61 @@ class SpellCorrector:
         encoded = self.tokenizer.encode_ids(
             [self._annotator.annotate(texts[i], items) if self._annotator is not None else texts[i] for i, items in zip(todo, candidates)]
         )
-        targets = self.tokenizer.encode_targets([texts[i] for i in todo], self.options.max_new_tokens) if judge else [[] for _ in todo]
+        targets = self.tokenizer.encode_targets([texts[i] for i in todo], self.options.max_new_tokens)
         order = sorted(range(len(todo)), key=lambda j: len(encoded[j]))
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
             batch = self.tokenizer.pad([encoded[j] for j in chunk])
-            outputs = generate(self.backend, batch.input_ids, batch.attention_mask, self.options)
+            drafts = [targets[j] for j in chunk]
+            state, known = None, None
+            if self.copy_verify:
+                state = self.backend.encode(batch.input_ids, batch.attention_mask)
+                verified = copy_verify(self.backend, state, drafts, self.options, [self._resume_points(d) for d in drafts])
+                outputs, known = verified.ids, (verified.scores, verified.draft_scores)
+                self.last_decoder_calls += verified.decoder_calls
+            else:
+                outputs = generate(self.backend, batch.input_ids, batch.attention_mask, self.options)
             for j, ids in zip(chunk, outputs):
                 decoded[todo[j]], copies[todo[j]] = ids, targets[j]
             if judge:
                 alternatives = [self._candidate_answers(texts[todo[j]], candidates[j]) for j in chunk]
-                chunk_decisions = self._judge(batch, [texts[todo[j]] for j in chunk], outputs, [targets[j] for j in chunk], alternatives)
+                chunk_decisions = self._judge(batch, state, [texts[todo[j]] for j in chunk], outputs, drafts, alternatives, known)
                 for j, decision in zip(chunk, chunk_decisions):
                     decisions[todo[j]] = decision
         return decoded, copies, decisions
 
+    def _resume_points(self, draft: Sequence[int]) -> list[int]:
+        """Indices of ``draft`` where a word starts (and its eos): where copy-verify re-drafts after
+        the model rewrote a word."""
+        starts = self._word_starts()
+        return [i for i, token in enumerate(draft) if i and (token == self.options.eos_token_id or starts[0][token] or starts[1][draft[i - 1]])]
+
+    def _word_starts(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per vocabulary id: the token begins a word ("Ġword", "▁word"); the token is a lone space."""
+        if self._token_kinds is None:
+            vocab = self.tokenizer.tokenizer.get_vocab_size(with_added_tokens=True)
+            tokens = [self.tokenizer.tokenizer.id_to_token(i) or "" for i in range(vocab)]
+            begins = np.array([len(tok) > 1 and tok[0] in "Ġ▁" for tok in tokens] + [False])
+            space = np.array([tok in ("Ġ", "▁", " ") for tok in tokens] + [False])
+            self._token_kinds = (begins, space)
+        return self._token_kinds
+
     def _judge(
-        self, batch: Any, queries: list[str], outputs: list[list[int]], copies: list[list[int]], alternatives: list[list[tuple[str, int, bool]]]
+        self,
+        batch: Any,
+        state: Any,
+        queries: list[str],
+        outputs: list[list[int]],
+        copies: list[list[int]],
+        alternatives: list[list[tuple[str, int, bool]]],
+        known: tuple[np.ndarray, np.ndarray] | None,
     ) -> list[CopyDecision]:
         """A :class:`CopyDecision` per row. Rows whose answer differs from the query, or that have
-        candidate answers, get one extra teacher-forced pass (on every backend) scoring the answer,
-        the query, every partial answer of an answer with a few word edits
+        candidate answers, are scored in one teacher-forced ``decode_block`` pass over the encoder
+        ``state`` (None: encode again): every partial answer of an answer with a few word edits
         (``spellfix.inference.copy_rule``) and the candidate answers (``alternatives``:
-        ``_candidate_answers`` per row)."""
+        ``_candidate_answers`` per row). ``known``: logP of each row's answer and of its query from
+        copy-verify (NaN: not known), which then need no scoring."""
         decisions = [CopyDecision(q, q, 0.0) for q in queries]
         differ = [i for i, (out, copy) in enumerate(zip(outputs, copies)) if out != copy or alternatives[i]]
         if not differ:
@@ -252,7 +295,9 @@ class SpellCorrector:
         words = self.known_words()
         all_edits = [word_edits(queries[i], answer, words) for i, answer in zip(differ, answers)]
         edits = [judged_edits(row_edits) for row_edits in all_edits]
-        sequences, owners, layout_of = [], [], []
+        sequences: list[list[int]] = []
+        owners: list[int] = []
+        plans = []  # per judged row: where its answer's, query's, partials' and candidates' scores are
         for k, i in enumerate(differ):
             partial_texts = [apply_edits(queries[i], edits[k], keep) for keep in edit_subsets(len(edits[k]))[:-1]]
             partial_targets = self.tokenizer.encode_targets(partial_texts, _UNBOUNDED)
@@ -262,25 +307,37 @@ class SpellCorrector:
             extra = [alternative for alternative in alternatives[i] if alternative[0] not in taken]
             extra_targets = self.tokenizer.encode_targets([text for text, _, _ in extra], _UNBOUNDED)
             kept = [(alt, t) for alt, t in zip(extra, extra_targets) if len(t) <= self.options.max_new_tokens]
-            row = [outputs[i], copies[i], *partial_targets, *(t for _, t in kept)]
-            layout_of.append((len(partial_targets), [alt for alt, _ in kept]))
-            sequences += row
-            owners += [k] * len(row)
-        rows = np.asarray(differ)
-        state = self.backend.encode(batch.input_ids[rows], batch.attention_mask[rows])
-        state = self.backend.select_rows(state, np.asarray(owners))
-        scores = score_sequences(self.backend, state, sequences, self.options.decoder_start_token_id, self.options.pad_token_id)
-        position = 0
+
+            def slot(sequence: list[int], score: float = math.nan) -> float | int:
+                """A known score, or the index its scored sequence will have."""
+                if not math.isnan(score):
+                    return score
+                sequences.append(sequence)
+                owners.append(i)
+                return len(sequences) - 1
+
+            answer_slot = slot(outputs[i], known[0][i] if known else math.nan)
+            query_slot = slot(copies[i], known[1][i] if known else math.nan)
+            plans.append((answer_slot, query_slot, [slot(t) for t in partial_targets], [alt for alt, _ in kept], [slot(t) for _, t in kept]))
+        if sequences:
+            if state is None:
+                state = self.backend.encode(batch.input_ids, batch.attention_mask)
+            scored = score_sequences(self.backend, state, sequences, self.options.decoder_start_token_id, self.options.pad_token_id, np.asarray(owners))
+        else:
+            scored = np.zeros(0)
+
+        def value(entry: float | int) -> float:
+            return float(scored[entry]) if isinstance(entry, int) else float(entry)
+
         for k, (i, answer) in enumerate(zip(differ, answers)):
-            n_partials, extra = layout_of[k]
-            answer_score, query_score = float(scores[position]), float(scores[position + 1])
-            partial_scores = [float(x) for x in scores[position + 2 : position + 2 + n_partials]]
-            extra_scores = [float(x) for x in scores[position + 2 + n_partials : position + 2 + n_partials + len(extra)]]
-            position += 2 + n_partials + len(extra)
+            answer_slot, query_slot, partial_slots, extra, extra_slots = plans[k]
+            answer_score, query_score = value(answer_slot), value(query_slot)
+            partial_scores = [value(s) for s in partial_slots]
             partials = partial_answers(queries[i], edits[k], [*partial_scores, answer_score], query_score) if edits[k] else ()
             real_word = only_real_words(all_edits[k])
-            others = tuple(_one_word_answer(text, score - query_score, rank, real) for (text, rank, real), score in zip(extra, extra_scores))
-            decisions[i] = CopyDecision(queries[i], answer, answer_score - query_score, real_word, partials, others)
+            others = tuple(_one_word_answer(text, value(s) - query_score, rank, real) for (text, rank, real), s in zip(extra, extra_slots))
+            gain = 0.0 if outputs[i] == copies[i] else answer_score - query_score
+            decisions[i] = CopyDecision(queries[i], answer, gain, real_word, partials, others)
         return decisions
 
     def _candidate_answers(self, query: str, candidates: Sequence[Any]) -> list[tuple[str, int, bool]]:

@@ -16,6 +16,7 @@ exits as soon as every row has finished.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -188,12 +189,15 @@ def _beam_search(backend: Backend, state: object, batch: int, options: DecodingO
     return [hyps[b].best() for b in range(batch)]
 
 
-def score_sequences(backend: Backend, state: object, sequences: list[list[int]], decoder_start_token_id: int, pad_token_id: int) -> np.ndarray:
-    """Sum of log-probabilities of each row's ``sequences[i]`` (ids ending with eos) given row i of
-    the encoder ``state``, by teacher forcing through the same ``decode_step`` the loop uses.
+def score_sequences(
+    backend: Backend, state: object, sequences: Sequence[Sequence[int]], decoder_start_token_id: int, pad_token_id: int, rows: np.ndarray | None = None
+) -> np.ndarray:
+    """Sum of log-probabilities of each ``sequences[i]`` (ids ending with eos) given encoder row
+    ``rows[i]`` of ``state`` (an encoder state; ``None``: row i), teacher-forced in one
+    ``decode_block`` call: the whole batch of answers at once, reusing the encoder output.
 
-    Why: comparing the decoder's answer with "leave the query alone" on one scale (the copy margin)
-    needs both scored by the model, and every backend can run this without extra graphs.
+    Why: comparing the decoder's answer, its parts and dictionary candidate answers with "leave the
+    query alone" on one scale (the copy rule, the acceptance model) needs them scored by the model.
     """
     if len(sequences) == 0:
         return np.zeros(0, dtype=np.float64)
@@ -203,12 +207,119 @@ def score_sequences(backend: Backend, state: object, sequences: list[list[int]],
     targets = np.full((len(sequences), int(lengths.max())), pad_token_id, dtype=np.int64)
     for row, seq in enumerate(sequences):
         targets[row, : len(seq)] = seq
-    totals = np.zeros(len(sequences), dtype=np.float64)
-    tokens = np.full((len(sequences), 1), decoder_start_token_id, dtype=np.int64)
-    for step in range(targets.shape[1]):
-        logits, state = backend.decode_step(state, tokens, full_logits=True)
-        log_probs = _log_softmax(np.asarray(logits, dtype=np.float32))
-        live = lengths > step
-        totals[live] += log_probs[live, targets[live, step]]
-        tokens = targets[:, step : step + 1]
-    return totals
+    inputs = np.concatenate([np.full((len(sequences), 1), decoder_start_token_id, dtype=np.int64), targets[:, :-1]], axis=1)
+    logits = np.asarray(backend.decode_block(state, inputs, rows), dtype=np.float32)
+    picked = np.take_along_axis(logits, targets[:, :, None], axis=-1)[:, :, 0] - _log_sum_exp(logits)
+    live = np.arange(targets.shape[1])[None, :] < lengths[:, None]
+    return np.where(live, picked, 0.0).sum(axis=1, dtype=np.float64)
+
+
+def _log_sum_exp(logits: np.ndarray) -> np.ndarray:
+    """log sum exp over the last axis (the log-softmax normaliser), without the (..., V) log-probs."""
+    peak = logits.max(axis=-1)
+    return peak + np.log(np.exp(logits - peak[..., None]).sum(axis=-1))
+
+
+@dataclass
+class VerifiedOutput:
+    """What copy-verify decoding found, per row.
+
+    ``ids``: the greedy output (ending with eos when finished), token for token what ``generate``'s
+    greedy loop gives. ``scores``: logP of ``ids`` under the model (the answer's own score, free from
+    the verify passes). ``draft_scores``: logP of the row's draft as given (the query kept), from the
+    first pass; NaN where that pass did not see the whole draft (a draft cut to ``max_new_tokens``).
+    ``decoder_calls``: ``decode_block`` calls the batch took.
+    """
+
+    ids: list[list[int]]
+    scores: np.ndarray
+    draft_scores: np.ndarray
+    decoder_calls: int
+
+
+def copy_verify(
+    backend: Backend,
+    state: object,
+    drafts: Sequence[Sequence[int]],
+    options: DecodingOptions,
+    resume_points: Sequence[Sequence[int]] | None = None,
+) -> VerifiedOutput:
+    """Greedy decoding that verifies a draft per row instead of generating one token per call
+    (input-guided aggressive decoding): a spell corrector's output is mostly its input.
+
+    Each call feeds ``<start> + accepted + draft`` for every unfinished row as one block
+    (``Backend.decode_block``); a row keeps the longest draft prefix on which the argmax agrees,
+    plus the model's own next token there. Every kept token is the argmax given exactly the tokens
+    before it, so the output is greedy decoding's. After a divergence the row re-drafts from the
+    rest of its draft: right after the next occurrence of the model's token in it, else at the
+    next of its ``resume_points`` (indices into the draft where a word starts), else one token on.
+    A correct query costs one call. ``drafts``: the query's target ids (ending with eos).
+    """
+    if options.num_beams != 1:
+        raise ValueError("copy_verify is greedy decoding (num_beams=1)")
+    batch = len(drafts)
+    eos, limit = options.eos_token_id, options.max_new_tokens
+    accepted: list[list[int]] = [[] for _ in range(batch)]
+    scores = np.zeros(batch, dtype=np.float64)
+    draft_scores = np.full(batch, np.nan, dtype=np.float64)
+    pointers = [0] * batch  # where in its draft each row's current draft starts
+    matched = [-1] * batch  # index in its draft of the last draft token the row kept
+    active = list(range(batch))
+    calls = 0
+    while active:
+        feeds = []
+        for r in active:
+            feed = [*accepted[r], *drafts[r][pointers[r] :]]
+            if feed and feed[-1] == eos:
+                feed.pop()  # nothing to predict after eos
+            feeds.append(feed[: limit - 1])
+        width = 1 + max(len(f) for f in feeds)
+        inputs = np.full((len(active), width), options.pad_token_id, dtype=np.int64)
+        inputs[:, 0] = options.decoder_start_token_id
+        for i, feed in enumerate(feeds):
+            inputs[i, 1 : 1 + len(feed)] = feed
+        logits = np.asarray(backend.decode_block(state, inputs, np.asarray(active)), dtype=np.float32)
+        calls += 1
+        if options.min_new_tokens:
+            logits[:, : options.min_new_tokens, eos] = -np.inf
+        best = logits.argmax(axis=-1)
+        normaliser = _log_sum_exp(logits)
+        still = []
+        for i, r in enumerate(active):
+            draft = drafts[r]
+            if calls == 1 and len(draft) <= len(feeds[i]) + 1:
+                positions = np.arange(len(draft))
+                draft_scores[r] = float((logits[i, positions, draft] - normaliser[i, positions]).sum())
+            position, k, done = len(accepted[r]), pointers[r], False
+            while position <= len(feeds[i]):
+                token = int(best[i, position])
+                accepted[r].append(token)
+                scores[r] += float(logits[i, position, token] - normaliser[i, position])
+                position += 1
+                if token == eos or len(accepted[r]) >= limit:
+                    done = True
+                    break
+                if k < len(draft) and token == draft[k]:
+                    matched[r], k = k, k + 1
+                    continue
+                break
+            if done:
+                continue
+            pointers[r] = _redraft(draft, accepted[r][-1], matched[r], k, resume_points[r] if resume_points else ())
+            if pointers[r] - 1 > matched[r] and pointers[r] <= len(draft) and draft[pointers[r] - 1] == accepted[r][-1]:
+                matched[r] = pointers[r] - 1
+            still.append(r)
+        active = still
+    return VerifiedOutput(accepted, scores, draft_scores, calls)
+
+
+def _redraft(draft: Sequence[int], token: int, matched: int, diverged: int, resume_points: Sequence[int]) -> int:
+    """Where the next draft starts after the model emitted ``token`` where the draft had
+    ``draft[diverged]`` (``matched``: the last draft index kept). Speed only: any answer is exact."""
+    for index in range(matched + 1, len(draft)):
+        if draft[index] == token:
+            return index + 1  # the model caught up with the draft (a deletion or a same-token fix)
+    for point in resume_points:
+        if point > diverged:
+            return point  # skip the rest of the word being fixed
+    return min(diverged + 1, len(draft))

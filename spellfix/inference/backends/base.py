@@ -4,6 +4,9 @@ A backend owns its tensors (torch tensors, ONNX Runtime OrtValues, TensorRT devi
 opaque *state*; the loop only sees numpy ids in and float32 logits out. ``select_rows`` keeps/repeats/
 reorders batch rows of the state — beam search uses it to follow the surviving beams and the loop
 uses it to drop rows that have finished, so a batch of mixed lengths stops paying for done rows.
+``decode_block`` runs the decoder over whole (batch, length) token blocks without a cache, from the
+encoder state: copy-verify decoding checks a whole draft in one call with it, and the judging pass
+scores every answer of a batch in one teacher-forced call (``spellfix.inference.decoding``).
 """
 
 from __future__ import annotations
@@ -49,6 +52,13 @@ class Backend(Protocol):
         ``suppress_token`` (if not None) to -inf: a backend may then answer with ``TopCandidates``
         instead (the ONNX Runtime shortlist heads do), saving the (B, V) copy and scan.
         """
+        ...
+
+    def decode_block(self, state: Any, input_ids: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """Teacher-forced decoder pass with no cache: row i of ``input_ids`` ((B, T) int64, the
+        decoder start token first) attends to encoder row ``rows[i]`` of ``state`` (an encoder
+        state from ``encode``; ``None``: row i). Returns float32 logits (B, T, V). ``state`` is left
+        as it was, so one encoder run serves every verify and scoring pass of a batch."""
         ...
 
     def select_rows(self, state: Any, rows: np.ndarray) -> Any:

@@ -33,6 +33,7 @@ class _OrtState:
     hidden: Any | None  # OrtValue of the encoder output, until the first decoder step
     self_kv: list[Any] | None = None  # OrtValues, (B, H, P, Dh)
     cross_kv: list[Any] | None = None  # OrtValues, (B, H, S, Dh)
+    hidden_host: np.ndarray | None = None  # the encoder output on the host, once rows are gathered from it
 
 
 def default_providers() -> list[str]:
@@ -92,6 +93,7 @@ class OnnxRuntimeBackend:
         import onnxruntime as ort
 
         onnx_dir = Path(onnx_dir)
+        self.onnx_dir = onnx_dir
         missing = [g for g in layout.GRAPHS if not (onnx_dir / f"{g}.onnx").is_file()]
         if missing:
             raise FileNotFoundError(f"{onnx_dir}: missing {', '.join(m + '.onnx' for m in missing)}; re-run `spellfix export`")
@@ -182,6 +184,24 @@ class OnnxRuntimeBackend:
             cand_logits[rows] = full[np.arange(len(rows)), best][:, None]
             self.stats["fallback_rows"] += len(rows)
         return TopCandidates(cand_ids, cand_logits), new_state
+
+    def decode_block(self, state: _OrtState, input_ids: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """The first-step ``decoder.onnx`` over whole blocks (its target axis is dynamic); only the
+        logits are bound as output."""
+        if state.hidden is None:
+            raise ValueError("decode_block needs the encoder state (before any decode_step)")
+        hidden, mask = state.hidden, state.mask
+        if rows is not None:
+            import onnxruntime as ort
+
+            rows = np.asarray(rows, dtype=np.int64)
+            if state.hidden_host is None:
+                state.hidden_host = state.hidden.numpy()
+            hidden = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(state.hidden_host[rows]), self.device)
+            mask = np.ascontiguousarray(mask[rows])
+        ids = np.ascontiguousarray(input_ids, dtype=np.int64)
+        inputs = {"input_ids": ids, "encoder_hidden_states": hidden, "encoder_attention_mask": mask}
+        return self._run(self.decoder, inputs, ["logits"])[0].numpy()
 
     def select_rows(self, state: _OrtState, rows: np.ndarray) -> _OrtState:
         rows = np.ascontiguousarray(rows, dtype=np.int64)

@@ -98,6 +98,7 @@ class _TrtState:
     src_len: int
     past_len: int  # 0 before the first decoder step
     kv_set: int  # which buffer set holds the current self/cross K/V
+    hidden_host: np.ndarray | None = None  # the encoder output on the host, once decode_block gathers rows
 
 
 class TensorRTBackend:
@@ -134,6 +135,8 @@ class TensorRTBackend:
         enc_out = enc.max_output_shapes()["encoder_hidden_states"]
         self.hidden_dim = enc_out[-1]
         self.buffers["hidden"] = _DeviceBuffer(self.cudart, nbytes(enc_out, enc.dtypes["encoder_hidden_states"]))
+        # decode_block's rows of the encoder output (the encoder state itself stays intact)
+        self.buffers["block_hidden"] = _DeviceBuffer(self.cudart, nbytes(enc_out, enc.dtypes["encoder_hidden_states"]))
         for engine_name, engine in (("dec", dec), ("step", step)):
             for name in ("input_ids", "encoder_attention_mask"):
                 self.buffers[f"{engine_name}/{name}"] = _DeviceBuffer(self.cudart, nbytes(engine.max_input_shape(name), engine.dtypes[name]))
@@ -256,6 +259,39 @@ class TensorRTBackend:
         logits = self._download("logits", (state.batch, ids.shape[1], self.vocab_size), self.logits_dtype)[:, -1]
         new_state = _TrtState(state.mask, state.batch, state.src_len, state.past_len + ids.shape[1], out_set)
         return logits.astype(np.float32, copy=False), new_state
+
+    def decode_block(self, state: _TrtState, input_ids: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """The first-step ``decoder`` engine over whole blocks (its profile covers ``tgt_len`` up to
+        max_new_tokens); its present K/V land in the free buffer set and are ignored."""
+        if state.past_len != 0:
+            raise ValueError("decode_block needs the encoder state (before any decode_step)")
+        engine = self.engines[layout.DECODER]
+        hidden_key, mask = "hidden", state.mask
+        if rows is not None:
+            rows = np.asarray(rows, dtype=np.int64)
+            self._check_batch(len(rows))
+            if state.hidden_host is None:
+                enc = self.engines[layout.ENCODER]
+                state.hidden_host = self._download("hidden", (state.batch, state.src_len, self.hidden_dim), enc.dtypes["encoder_hidden_states"])
+            self._upload("block_hidden", state.hidden_host[rows])
+            hidden_key, mask = "block_hidden", state.mask[rows]
+        ids = input_ids.astype(engine.dtypes["input_ids"])
+        mask = mask.astype(engine.dtypes["encoder_attention_mask"])
+        self._upload("dec/input_ids", ids)
+        self._upload("dec/encoder_attention_mask", mask)
+        shapes = {"input_ids": ids.shape, "encoder_attention_mask": mask.shape, "encoder_hidden_states": (ids.shape[0], state.src_len, self.hidden_dim)}
+        addresses = {
+            "input_ids": self.buffers["dec/input_ids"].ptr,
+            "encoder_attention_mask": self.buffers["dec/encoder_attention_mask"].ptr,
+            "encoder_hidden_states": self.buffers[hidden_key].ptr,
+            "logits": self.buffers["logits"].ptr,
+        }
+        scratch = 1 - state.kv_set
+        for name in (*self.self_names, *self.cross_names):
+            addresses[name.replace("past_key_values.", "present.")] = self._kv(scratch, name)
+        self._execute(layout.DECODER, shapes, addresses)
+        logits = self._download("logits", (ids.shape[0], ids.shape[1], self.vocab_size), self.logits_dtype)
+        return logits.astype(np.float32, copy=False)
 
     def _share_cross(self, src_set: int, dst_set: int) -> None:
         """Make ``dst_set``'s cross K/V buffers the ones holding the data (swap the two sets' pointers)."""

@@ -61,6 +61,18 @@ class TorchBackend:
         return logits, new_state
 
     @torch.inference_mode()
+    def decode_block(self, state: _TorchState, input_ids: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        if state.hidden is None:
+            raise ValueError("decode_block needs the encoder state (before any decode_step)")
+        hidden, mask = state.hidden, state.mask
+        if rows is not None:
+            index = self._tensor(np.asarray(rows, dtype=np.int64))
+            hidden, mask = hidden.index_select(0, index), mask.index_select(0, index)
+        core = self.decoder.core
+        logits, _ = core.run(self._tensor(input_ids), mask, None, core.cross_key_values(hidden))
+        return logits.float().cpu().numpy()
+
+    @torch.inference_mode()
     def select_rows(self, state: _TorchState, rows: np.ndarray) -> _TorchState:
         index = self._tensor(np.asarray(rows, dtype=np.int64))
 
