@@ -358,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_delegate("spellfix.serving.server"))
 
     p = sub.add_parser("bench", help="side-by-side benchmarks")
-    p.add_argument("which", choices=["train", "infer"])
+    p.add_argument("which", choices=["train", "infer", "corrector"])
     p.add_argument("--json", help="write results JSON here")
     p.add_argument("--quick", action="store_true", help="fewer repeats (smoke run)")
     p.set_defaults(func=_delegate("spellfix.bench.cli"))

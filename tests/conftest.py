@@ -75,3 +75,14 @@ def tiny_recipe_dict(tmp_path: Path) -> dict:
         "eval": {"limit": 16, "max_new_tokens": 16},
         "telemetry": {"sample_interval_s": 0.2, "tensorboard": False},
     }
+
+
+@pytest.fixture(scope="session")
+def shipped_export(tmp_path_factory) -> Path:
+    """The shipped, calibrated spell-small-cpu exported to ONNX (fp32), once per session: the
+    artifact users serve (dictionary candidates, acceptance model, candidate answers)."""
+    from spellfix.export import export
+
+    out = tmp_path_factory.mktemp("shipped") / "exp"
+    export(Path(__file__).resolve().parents[1] / "models" / "spell-small-cpu", out, formats=["onnx"])
+    return out

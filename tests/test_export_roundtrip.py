@@ -426,6 +426,23 @@ def test_tensorrt_backend_buffer_logic_reproduces_onnxruntime_outputs(exported, 
     assert generate(backend, small.input_ids, small.attention_mask, beams) == generate(
         ort_fixer.backend, small.input_ids, small.attention_mask, beams
     )
+    # copy-verify and the judging pass run on decode_block over one encoder state, rows re-used
+    from spellfix.inference.decoding import copy_verify, score_sequences
+
+    drafts = ort_fixer.tokenizer.encode_targets([q.lower() for q in queries[:16]], greedy.max_new_tokens)
+    trt_state = backend.encode(batch.input_ids, batch.attention_mask)
+    ort_state = ort_fixer.backend.encode(batch.input_ids, batch.attention_mask)
+    trt_verified = copy_verify(backend, trt_state, drafts, greedy)
+    assert trt_verified.ids == copy_verify(ort_fixer.backend, ort_state, drafts, greedy).ids
+    assert trt_verified.ids == generate(ort_fixer.backend, batch.input_ids, batch.attention_mask, greedy)
+    owners = np.array([3, 0, 3, 15, 7])
+    sequences = [drafts[i] for i in owners]
+    start, pad = greedy.decoder_start_token_id, greedy.pad_token_id
+    assert np.allclose(
+        score_sequences(backend, trt_state, sequences, start, pad, owners),
+        score_sequences(ort_fixer.backend, ort_state, sequences, start, pad, owners),
+        atol=1e-4,
+    )
     with pytest.raises(ValueError, match="exceed the engines' max batch 32"):
         backend.encode(np.zeros((33, 4), np.int64), np.ones((33, 4), np.int64))
     backend.close()

@@ -14,7 +14,7 @@ to CTranslate2 fp32 and int8):
 
 Per system: batch 1 at 1 thread (p50 / p99 over the dev queries, each query seen once per system,
 so every corrector starts with a cold candidate cache), batched at ``threads`` threads
-(queries/s over all of ``data/dev.jsonl``), mean decoder calls per query, and the fixed /
+(queries/s over all of ``data/dev.jsonl``, candidate caches cleared before each round), mean decoder calls per query, and the fixed /
 changed shares on dev (misspelled rows fixed exactly, correct rows changed). Rounds are
 interleaved (system A, B, ..., then again) and the figures are medians over them. The machine (CPU
 model, load average before and after) is recorded: the 2-core machines this runs on are shared.
@@ -64,6 +64,7 @@ class System:
     correct: Callable[[list[str]], list[str]]
     decoder_calls: Callable[[], int] = lambda: 0
     calls_counted: bool = False
+    clear_caches: Callable[[], None] = lambda: None
     latencies_ms: list[float] = field(default_factory=list)
     batched_qps: list[float] = field(default_factory=list)
     calls: int = 0
@@ -117,7 +118,7 @@ def _spellfix_system(name: str, export_dir: Path, precision: str, threads: int, 
     )
     counter = _CallCounter(corrector.backend)
     corrector.backend = counter
-    system = System(name, corrector.correct, lambda: counter.calls, calls_counted=True)
+    system = System(name, corrector.correct, lambda: counter.calls, calls_counted=True, clear_caches=corrector.clear_caches)
     system.corrector = corrector  # type: ignore[attr-defined]  # threads are switched per phase
     return system
 
@@ -164,7 +165,7 @@ def _ctranslate2_system(name: str, export_dir: Path, ct2_dir: Path, precision: s
             out[i] = " ".join(tokenizer.tokenizer.decode([tokenizer.tokenizer.token_to_id(t) for t in result.hypotheses[0]]).split())
         return out
 
-    system = System(name, correct)
+    system = System(name, correct, clear_caches=text_side.clear_caches)
     system.ct2 = (ct2_dir, precision)  # type: ignore[attr-defined]
     _set_threads(system, threads)
     return system
@@ -300,6 +301,7 @@ def run_corrector_benchmark(
     for r in range(rounds):  # batched, `threads` threads, all of dev
         for system in built:
             progress(f"batched, round {r + 1}/{rounds}: {system.name}")
+            system.clear_caches()
             start = time.perf_counter()
             answers = system.correct(queries)
             system.batched_qps.append(len(queries) / (time.perf_counter() - start))

@@ -21,6 +21,7 @@ class works inside a lean serving environment (Triton's python backend) from an 
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from pathlib import Path
@@ -45,6 +46,8 @@ PRECISIONS = ("fp32", "int8", "fp16")
 _UNBOUNDED = 1 << 30
 #: at most this many candidate answers per query are scored (a query with many unknown words)
 MAX_CANDIDATE_ANSWERS = 12
+#: distinct normalised queries whose dictionary candidates a corrector keeps
+CANDIDATE_CACHE_QUERIES = 4096
 #: ``copy_margin="model"``: take the margin saved with the model (none saved: off)
 FROM_MODEL = "model"
 
@@ -165,6 +168,15 @@ class SpellCorrector:
             from spellfix.lexical.candidates import CandidateAnnotator, CandidatesConfig  # only models trained with it
 
             self._annotator = CandidateAnnotator(CandidatesConfig(**self.settings.candidates))
+            # a query's candidates, kept for the next time it is asked (search logs repeat queries;
+            # Triton's model checks a request's encoder text before decoding it)
+            self._word_candidates = functools.lru_cache(maxsize=CANDIDATE_CACHE_QUERIES)(lambda text: tuple(self._annotator.word_candidates(text)))
+
+    def clear_caches(self) -> None:
+        """Forget the dictionary candidates looked up so far (benchmarks time cold queries)."""
+        if self._annotator is not None:
+            self._word_candidates.cache_clear()
+            self._annotator._lookup.cache_clear()
 
     def encoder_texts(self, queries: Sequence[str | bytes]) -> list[str]:
         """The exact encoder input text per query (normalised, annotated when the model expects it)."""
@@ -174,7 +186,7 @@ class SpellCorrector:
         return [normalize_query(q) for q in check_queries(queries)]
 
     def _annotate(self, text: str) -> str:
-        return self._annotator.annotate(text) if self._annotator is not None and text else text
+        return self._annotator.annotate(text, self._word_candidates(text)) if self._annotator is not None and text else text
 
     def generate_ids(self, queries: Sequence[str | bytes]) -> list[list[int]]:
         """Output token ids per query (ending with eos when finished; [] for an empty query), after
@@ -228,7 +240,7 @@ class SpellCorrector:
         if not todo:
             return decoded, copies, decisions
         # each query's dictionary candidates, looked up once: the encoder input and the candidate answers
-        candidates = [self._annotator.word_candidates(texts[i]) if self._annotator is not None else [] for i in todo]
+        candidates = [self._word_candidates(texts[i]) if self._annotator is not None else () for i in todo]
         encoded = self.tokenizer.encode_ids(
             [self._annotator.annotate(texts[i], items) if self._annotator is not None else texts[i] for i, items in zip(todo, candidates)]
         )

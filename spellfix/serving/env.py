@@ -4,7 +4,7 @@ Why a separate environment: the ``tritonserver`` 2.51 bundled in the ``nvidia-py
 python-backend models in a stub process that embeds the Python it finds first on ``PATH``; with
 numpy >= 2 there, every string (BYTES) request kills the stub (STACK.md). The training side needs
 numpy 2, so the serving side gets a venv of its own — as in production, where Triton runs in its own
-container — holding only the lean runtime: numpy < 2, tokenizers, onnxruntime, symspellpy, and the
+container — holding only the lean runtime: numpy < 2, tokenizers, onnxruntime, symspellpy, rapidfuzz, and the
 ``nvidia-pytriton`` wheel for its server binary, python backend and stubs (installed without its
 dependencies: its client-side Python API is not used). No torch.
 
@@ -37,7 +37,7 @@ from typing import Iterator, Mapping, Sequence
 log = logging.getLogger(__name__)
 
 #: what the python-backend model imports (spellfix.inference's lean runtime), numpy < 2 for the stub
-RUNTIME_REQUIREMENTS = ("numpy>=1.24,<2", "tokenizers>=0.20", "onnxruntime>=1.18", "symspellpy>=6.7")
+RUNTIME_REQUIREMENTS = ("numpy>=1.24,<2", "tokenizers>=0.20", "onnxruntime>=1.18", "symspellpy>=6.7", "rapidfuzz>=3")
 #: the wheel that carries tritonserver 2.51 + python backend + stubs; installed with --no-deps
 PYTRITON_REQUIREMENT = "nvidia-pytriton==0.7.0"
 DEFAULT_ENV_DIR = ".venv-triton"

@@ -3,13 +3,14 @@
 Triton hands ``execute`` every request of a dynamic batch at once. Each request is validated on its
 own (UTF-8, not empty, byte and token limits), so one bad request gets a clear error while the
 others in the same batch are still answered; the queries of all good requests are then decoded
-*together* — one ``generate`` call over the whole batch (sorted by length, as ``SpellCorrector``
-does), which is what makes dynamic batching pay — and the corrections are split back per request.
+*together* — one ``SpellCorrector.correct`` call over the whole batch (its full pipeline: dictionary
+candidates, copy-verify decoding, the judging pass and the calibrated acceptance rule, sorted by length
+and batched), which is what makes dynamic batching pay — and the corrections are split back per request.
 
 Plain Python over ``spellfix.inference`` (no Triton import): the model file
 (``spellfix.serving.triton_model``) is thin glue, and this logic is tested in-process as well as
-through the real server. The pipeline is ``SpellCorrector``'s own (its ``encoder_texts``, tokenizer,
-decoding options and backend), so the server returns exactly what ``SpellCorrector.correct`` does.
+through the real server. The answers are ``SpellCorrector.correct``'s for the same export, the
+rule saved by ``spellfix calibrate`` included (tested through tritonserver with the shipped model).
 """
 
 from __future__ import annotations
@@ -20,8 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from spellfix.inference import OverlongQueryError, SpellCorrector
-from spellfix.inference.decoding import generate
+from spellfix.inference import OverlongQueryError, SpellCorrector, check_queries
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +128,10 @@ class BatchCorrector:
         self.corrector = corrector
         self.max_query_bytes = max_query_bytes
 
-    def encode_request(self, queries: Sequence[str | bytes]) -> list[list[int]]:
-        """Encoder ids per query of one request; RequestError naming the first bad query."""
+    def check_request(self, queries: Sequence[str | bytes]) -> list[str]:
+        """The request's queries as text, after the checks that reject it as a whole: no query, a
+        query over ``max_query_bytes``, not UTF-8, empty, or (``on_overlong="error"``) longer than
+        the model's source length. RequestError names the first bad query."""
         if len(queries) == 0:
             raise RequestError("the request holds no query")
         for i, query in enumerate(queries):
@@ -137,45 +139,37 @@ class BatchCorrector:
             if size > self.max_query_bytes:
                 raise RequestError(f"query {i} is {size} bytes long; the limit is {self.max_query_bytes} bytes (max_query_bytes)")
         try:
-            texts = self.corrector.encoder_texts(queries)
+            texts = check_queries(queries)
+            encoder_texts = self.corrector.encoder_texts(texts)
         except (TypeError, ValueError) as exc:
             raise RequestError(str(exc)) from None
-        for i, text in enumerate(texts):
+        for i, text in enumerate(encoder_texts):
             if not text:
                 raise RequestError(f"query {i} is empty (or only whitespace); send at least one character")
-        try:
-            return self.corrector.tokenizer.encode_ids(texts)
-        except OverlongQueryError as exc:
-            raise RequestError(str(exc)) from None
+        if self.corrector.tokenizer.on_overlong == "error":
+            try:
+                self.corrector.tokenizer.encode_ids(encoder_texts)
+            except OverlongQueryError as exc:
+                raise RequestError(str(exc)) from None
+        return texts
 
     def correct_requests(self, requests: Sequence[Sequence[str | bytes]]) -> list[list[str] | RequestError]:
-        """One entry per request: its corrections, or the RequestError that rejected it."""
+        """One entry per request: its corrections, or the RequestError that rejected it. The
+        queries of every valid request go through ``SpellCorrector.correct`` together."""
         results: list[list[str] | RequestError] = []
-        encoded: list[list[int]] = []
-        spans: list[tuple[int, int, int]] = []  # (request index, start, stop) into ``encoded``
+        texts: list[str] = []
+        spans: list[tuple[int, int, int]] = []  # (request index, start, stop) into ``texts``
         for index, queries in enumerate(requests):
             try:
-                ids = self.encode_request(queries)
+                request_texts = self.check_request(queries)
             except RequestError as exc:
                 results.append(exc)
                 continue
             results.append([])
-            spans.append((index, len(encoded), len(encoded) + len(ids)))
-            encoded.extend(ids)
-        if encoded:
-            corrections = self.decode(encoded)
+            spans.append((index, len(texts), len(texts) + len(request_texts)))
+            texts.extend(request_texts)
+        if texts:
+            corrections = self.corrector.correct(texts)
             for index, start, stop in spans:
                 results[index] = corrections[start:stop]
         return results
-
-    def decode(self, encoded: Sequence[Sequence[int]]) -> list[str]:
-        """``SpellCorrector.generate_ids`` from encoder ids: sorted by length, ``batch_size`` at a time."""
-        corrector = self.corrector
-        order = sorted(range(len(encoded)), key=lambda j: len(encoded[j]))
-        generated: list[list[int]] = [[] for _ in encoded]
-        for start in range(0, len(order), corrector.batch_size):
-            chunk = order[start : start + corrector.batch_size]
-            batch = corrector.tokenizer.pad([encoded[j] for j in chunk])
-            for j, ids in zip(chunk, generate(corrector.backend, batch.input_ids, batch.attention_mask, corrector.options)):
-                generated[j] = ids
-        return corrector.tokenizer.decode(generated)
