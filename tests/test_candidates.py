@@ -137,7 +137,7 @@ def test_fast_lookup_returns_symspells_words_for_dictionary_words_and_their_typo
 
     sym = load_symspell(max_edit_distance=2)
     rng = random.Random(7)
-    words = {"a", "ac", "xz", "hedphones", "metalica", "recieve"}
+    words = {"ac", "xz", "hedphones", "metalica", "recieve", "i'd", *"abcdefghijklmnopqrstuvwxyz"}
     for word in rng.sample(sorted(sym.words), 400):
         words.add(word)
         if len(word) > 2:

@@ -102,8 +102,21 @@ def prepare(model: str | Path, work_dir: Path, progress: Callable[[str], None]) 
         if not (path / "model.bin").is_file():
             progress(f"converting {model_dir} to CTranslate2 {precision}")
             convert_ctranslate2(model_dir, path, "float32" if precision == "fp32" else "int8")
+            _set_decoder_start(path, model_dir)
         ct2[precision] = path
     return model_dir, export_dir, ct2
+
+
+def _set_decoder_start(ct2_dir: Path, model_dir: Path) -> None:
+    """CTranslate2's converter leaves an mbart model's decoder start token unset (it expects a
+    language token as target prefix); spellfix models start decoding with their own token."""
+    from spellfix.inference import layout
+
+    start_id = layout.read_input_settings(model_dir).decoder_start_token_id
+    vocab = json.loads((ct2_dir / "shared_vocabulary.json").read_text(encoding="utf-8"))
+    config = json.loads((ct2_dir / "config.json").read_text(encoding="utf-8"))
+    config["decoder_start_token"] = vocab[start_id]
+    (ct2_dir / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
 
 
 def _spellfix_system(name: str, export_dir: Path, precision: str, threads: int, **options: Any) -> System:

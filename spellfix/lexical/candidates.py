@@ -36,7 +36,6 @@ by spelling, so the output never depends on hash seeds or symspellpy's traversal
 from __future__ import annotations
 
 import functools
-import heapq
 import importlib.resources
 import math
 import re
@@ -208,6 +207,7 @@ class CandidateAnnotator:
         self._use_context = cfg.context and bool(self._bigrams)
         self._log_n_uni = math.log(sum(self._words.values()))
         self._log_n_bi = math.log(sum(self._bigrams.values())) if self._bigrams else 0.0
+        self._word_order: dict[str, int] | None = None
         self._lookup = functools.lru_cache(maxsize=cfg.cache_size)(self._lookup_uncached)
 
     # -- public --------------------------------------------------------------------------
@@ -268,15 +268,23 @@ class CandidateAnnotator:
         The edit score (minus ``distance_penalty`` per edit and ``first_letter_penalty``) and the
         unigram term depend only on the word, so they are cached with it; context is added per query."""
         cfg = self.config
-        counts = self._words
-        neighbours = [(term, distance) for term, distance in lookup_all(self._sym, word, max_distance) if term != word]
-        # Our own total order (fewest edits, most frequent, then spelling) so the pool cut never
-        # depends on how the index happened to be traversed.
-        pool = heapq.nsmallest(cfg.rerank_pool, neighbours, key=lambda s: (s[1], -counts[s[0]], s[0]))
-        return tuple(
-            (term, -cfg.distance_penalty * distance - (cfg.first_letter_penalty if term[:1] != word[:1] else 0.0), self._log_unigram(term))
-            for term, distance in pool
-        )
+        order = self._order()
+        ranked = sorted((distance * len(order) + order[term], term) for term, distance in lookup_all(self._sym, word, max_distance) if term != word)
+        # Our own total order (fewest edits, most frequent, then spelling — ``_order``) so the pool
+        # cut never depends on how the index happened to be traversed.
+        out = []
+        for key, term in ranked[: cfg.rerank_pool]:
+            distance = key // len(order)
+            static = -cfg.distance_penalty * distance - (cfg.first_letter_penalty if term[:1] != word[:1] else 0.0)
+            out.append((term, static, self._log_unigram(term)))
+        return tuple(out)
+
+    def _order(self) -> dict[str, int]:
+        """Each dictionary word's place when sorted by count (most frequent first), then spelling."""
+        if self._word_order is None:
+            ranked = sorted(self._words.items(), key=lambda item: (-item[1], item[0]))
+            self._word_order = {word: i for i, (word, _) in enumerate(ranked)}
+        return self._word_order
 
     def _log_unigram(self, word: str) -> float:
         return math.log(self._words.get(word, 0) + 1) - self._log_n_uni
