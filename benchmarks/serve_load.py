@@ -1,6 +1,6 @@
 """Serving load: Triton (HTTP and gRPC, dynamic batching on vs off) against in-process SpellCorrector.
 
-    python benchmarks/serve_load.py                 # builds runs/serve_load/exp once, then measures
+    python benchmarks/serve_load.py                 # the shipped spell-small-cpu (exported once to runs/serve_load/)
     python benchmarks/serve_load.py --model EXP     # any spellfix export dir (or model dir: exported)
     python benchmarks/serve_load.py --quick         # fewer requests and repeats (smoke run)
 
@@ -77,66 +77,23 @@ class TritonPythonModel:
 # ------------------------------------------------------------------------------ model
 
 
-def prepare_export(model: str | None, train_steps: int) -> Path:
-    """An export dir: ``model`` as given (exported first when it is a model dir), else a quickstart-
-    shaped model fitted to dev pairs (cached in runs/serve_load/)."""
+def prepare_export(model: str) -> Path:
+    """An export dir: ``model`` as given, or exported first (cached in runs/serve_load/) when it
+    is a model dir or a shipped model's name (default: the shipped, calibrated spell-small-cpu)."""
     from spellfix.inference import layout
+    from spellfix.modeling import resolve_model_dir
 
-    if model and layout.is_export_dir(model):
+    if layout.is_export_dir(model):
         return Path(model)
-    export_dir = WORK / ("exp" if model is None else f"exp-{Path(model).name}")
+    model_dir = Path(resolve_model_dir(model))
+    export_dir = WORK / f"exp-{model_dir.name}"
     if layout.is_export_dir(export_dir):
         return export_dir
-    if model is None:
-        model_dir = WORK / "model"
-        if not (model_dir / "config.json").is_file():
-            fit_quickstart_shaped_model(model_dir, train_steps)
-        model = str(model_dir)
     from spellfix.export import export
 
-    print(f"exporting {model} -> {export_dir}", file=sys.stderr, flush=True)
-    export(model, export_dir, formats=["onnx"])
+    print(f"exporting {model_dir} -> {export_dir}", file=sys.stderr, flush=True)
+    export(model_dir, export_dir, formats=["onnx"])
     return export_dir
-
-
-def fit_quickstart_shaped_model(out_dir: Path, steps: int, pairs: int = 256, target_loss: float = 0.1) -> Path:
-    """The quickstart recipe's model shape (pre-LN BART, d_model 256, 3+3 layers) fitted for a few
-    hundred steps to dev pairs. Serving cost depends on the shape and on how many tokens each answer
-    takes, not on accuracy: a model that reproduces query-length corrections decodes like a trained
-    one, whereas an undertrained one stops at once (empty answers) or runs to max_new_tokens.
-    Stops early once the loss is below ``target_loss`` (the pairs are reproduced)."""
-    import types
-
-    import torch
-
-    from spellfix.modeling import build_model, encode_sources, encode_targets, input_settings, save_model_dir, train_byte_bpe_tokenizer
-
-    torch.manual_seed(0)
-    rows = [json.loads(line) for line in (REPO / "data" / "dev.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()][:pairs]
-    sources, targets = [r["query"] for r in rows], [r["correction"] for r in rows]
-    tokenizer = train_byte_bpe_tokenizer(sources + targets, vocab_size=2000, min_frequency=1)
-    shape = {"d_model": 256, "encoder_layers": 3, "decoder_layers": 3, "encoder_attention_heads": 4, "decoder_attention_heads": 4,
-             "encoder_ffn_dim": 1024, "decoder_ffn_dim": 1024, "max_position_embeddings": 256}  # fmt: skip
-    model = build_model(types.SimpleNamespace(config=shape, architecture="mbart", dropout=0.0), len(tokenizer))
-    src, tgt = encode_sources(tokenizer, sources, 64), encode_targets(tokenizer, targets, 64)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    model.train()
-    started = time.monotonic()
-    for step in range(steps):
-        batch = [(step * 32 + k) % len(rows) for k in range(32)]
-        ws, wt = max(len(src[i]) for i in batch), max(len(tgt[i]) for i in batch)
-        ids = torch.tensor([src[i] + [1] * (ws - len(src[i])) for i in batch])
-        labels = torch.tensor([tgt[i] + [-100] * (wt - len(tgt[i])) for i in batch])
-        loss = model(input_ids=ids, attention_mask=(ids != 1).long(), labels=labels).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        if step % 25 == 0:
-            print(f"fit step {step}: loss {loss.item():.3f} ({time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True)
-        if loss.item() < target_loss:
-            break
-    model.eval()
-    return save_model_dir(model, tokenizer, out_dir, settings=input_settings(64, None))
 
 
 def load_queries(n: int) -> list[str]:
@@ -319,7 +276,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    export_dir = prepare_export(args.model, args.train_steps)
+    export_dir = prepare_export(args.model)
     queries = load_queries(256)
     corrector = SpellCorrector(export_dir, backend="onnxruntime", batch_size=32, backend_options=ENGINE_OPTIONS)
     repos = write_repositories(export_dir)
@@ -464,8 +421,7 @@ def markdown(report: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", help="export dir (or model dir, exported first); default: a quickstart-shaped model fitted to dev pairs, cached in runs/serve_load/")
-    parser.add_argument("--train-steps", type=int, default=300, help="at most this many fitting steps for the default model")
+    parser.add_argument("--model", default="spell-small-cpu", help="export dir, or model dir / shipped model name (exported first, cached in runs/serve_load/); default: the shipped spell-small-cpu with its calibrated rule")
     parser.add_argument("--requests", type=int, default=192, help="requests per cell")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="64 requests, 1 repeat")

@@ -250,18 +250,20 @@ class SpellCorrector:
             chunk = order[start : start + self.batch_size]
             batch = self.tokenizer.pad([encoded[j] for j in chunk])
             drafts = [targets[j] for j in chunk]
+            alternatives = [self._candidate_answers(texts[todo[j]], candidates[j]) for j in chunk] if judge else None
             state, known = None, None
             if self.copy_verify:
                 state = self.backend.encode(batch.input_ids, batch.attention_mask)
-                verified = copy_verify(self.backend, state, drafts, self.options, [self._resume_points(d) for d in drafts])
+                resume = [self._resume_points(d) for d in drafts]
+                wanted = [bool(a) for a in alternatives] if alternatives is not None else [False] * len(chunk)
+                verified = copy_verify(self.backend, state, drafts, self.options, resume, score_rows=wanted)
                 outputs, known = verified.ids, (verified.scores, verified.draft_scores)
                 self.last_decoder_calls += verified.decoder_calls
             else:
                 outputs = generate(self.backend, batch.input_ids, batch.attention_mask, self.options)
             for j, ids in zip(chunk, outputs):
                 decoded[todo[j]], copies[todo[j]] = ids, targets[j]
-            if judge:
-                alternatives = [self._candidate_answers(texts[todo[j]], candidates[j]) for j in chunk]
+            if alternatives is not None:
                 chunk_decisions = self._judge(batch, state, [texts[todo[j]] for j in chunk], outputs, drafts, alternatives, known)
                 for j, decision in zip(chunk, chunk_decisions):
                     decisions[todo[j]] = decision

@@ -226,8 +226,9 @@ class VerifiedOutput:
 
     ``ids``: the greedy output (ending with eos when finished), token for token what ``generate``'s
     greedy loop gives. ``scores``: logP of ``ids`` under the model (the answer's own score, free from
-    the verify passes). ``draft_scores``: logP of the row's draft as given (the query kept), from the
-    first pass; NaN where that pass did not see the whole draft (a draft cut to ``max_new_tokens``).
+    the verify passes; NaN for a row outside ``score_rows`` that kept its draft). ``draft_scores``: logP
+    of the row's draft as given (the query kept), from the first pass; NaN where that pass did not
+    see the whole draft (a draft cut to ``max_new_tokens``) or was not asked to score it.
     ``decoder_calls``: ``decode_block`` calls the batch took.
     """
 
@@ -243,6 +244,7 @@ def copy_verify(
     drafts: Sequence[Sequence[int]],
     options: DecodingOptions,
     resume_points: Sequence[Sequence[int]] | None = None,
+    score_rows: Sequence[bool] | None = None,
 ) -> VerifiedOutput:
     """Greedy decoding that verifies a draft per row instead of generating one token per call
     (input-guided aggressive decoding): a spell corrector's output is mostly its input.
@@ -254,6 +256,8 @@ def copy_verify(
     rest of its draft: right after the next occurrence of the model's token in it, else at the
     next of its ``resume_points`` (indices into the draft where a word starts), else one token on.
     A correct query costs one call. ``drafts``: the query's target ids (ending with eos).
+    ``score_rows``: rows whose scores are wanted even when they keep their draft whole (default
+    all; the others skip the log-softmax then, and their ``scores`` read NaN).
     """
     if options.num_beams != 1:
         raise ValueError("copy_verify is greedy decoding (num_beams=1)")
@@ -283,18 +287,14 @@ def copy_verify(
         if options.min_new_tokens:
             logits[:, : options.min_new_tokens, eos] = -np.inf
         best = logits.argmax(axis=-1)
-        normaliser = _log_sum_exp(logits)
         still = []
         for i, r in enumerate(active):
             draft = drafts[r]
-            if calls == 1 and len(draft) <= len(feeds[i]) + 1:
-                positions = np.arange(len(draft))
-                draft_scores[r] = float((logits[i, positions, draft] - normaliser[i, positions]).sum())
-            position, k, done = len(accepted[r]), pointers[r], False
+            start = position = len(accepted[r])
+            k, done = pointers[r], False
             while position <= len(feeds[i]):
                 token = int(best[i, position])
                 accepted[r].append(token)
-                scores[r] += float(logits[i, position, token] - normaliser[i, position])
                 position += 1
                 if token == eos or len(accepted[r]) >= limit:
                     done = True
@@ -303,6 +303,17 @@ def copy_verify(
                     matched[r], k = k, k + 1
                     continue
                 break
+            if calls == 1 and done and not (score_rows is None or score_rows[r]) and accepted[r] == list(draft):
+                scores[r] = np.nan  # kept its draft whole, and nobody asked: no log-softmax needed
+                continue
+            # log-softmax normaliser of this row only, over the positions scored
+            scored_to = max(position, len(draft) if calls == 1 else 0)
+            normaliser = _log_sum_exp(logits[i, :scored_to])
+            if calls == 1 and len(draft) <= len(feeds[i]) + 1:
+                positions = np.arange(len(draft))
+                draft_scores[r] = float((logits[i, positions, draft] - normaliser[positions]).sum())
+            positions = np.arange(start, position)
+            scores[r] += float((logits[i, positions, accepted[r][start:position]] - normaliser[positions]).sum())
             if done:
                 continue
             pointers[r] = _redraft(draft, accepted[r][-1], matched[r], k, resume_points[r] if resume_points else ())
