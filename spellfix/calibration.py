@@ -13,6 +13,7 @@ Runtime, TensorRT and Triton all use them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -204,6 +205,49 @@ def choose(points: Sequence[MarginPoint], *, objective: str = "exact_match", max
     return max(allowed, key=key)
 
 
+def split_by_word(queries: Sequence[str], references: Sequence[str]) -> tuple[list[int], list[int]]:
+    """Rows to fit on and rows held out, about half each, so that no corrected word and no query
+    text is on both sides: every misspelled row goes with the words its correction changes, a
+    correct row with its misspelled twin (the same correction), and whatever shares a word or a
+    text is one group (union-find). A group's side comes from a hash of its name: stable across
+    runs and machines. Why: dev pairs each misspelled query with the same phrase spelled right, and
+    a rule fitted on "wireles hedphones" must not be scored on "wireless headphones".
+    """
+    parent: dict[str, str] = {}
+
+    def find(key: str) -> str:
+        parent.setdefault(key, key)
+        while parent[key] != key:
+            parent[key] = parent[parent[key]]
+            key = parent[key]
+        return key
+
+    def union(a: str, b: str) -> None:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+
+    names = []
+    for query, reference in zip(queries, references):
+        query, reference = normalize(query), normalize(reference)
+        name = "text:" + reference
+        find(name)
+        union(name, "text:" + query)
+        for word in set(reference.split()) - set(query.split()):
+            union(name, "word:" + word)
+        names.append(name)
+    fit, held_out = [], []
+    for row, name in enumerate(names):
+        digest = hashlib.sha256(find(name).encode("utf-8")).digest()
+        (held_out if digest[0] & 1 else fit).append(row)
+    return fit, held_out
+
+
+def even_odd(count: int) -> tuple[list[int], list[int]]:
+    """The carry-over check's default split: even rows to fit, odd rows held out."""
+    return list(range(0, count, 2)), list(range(1, count, 2))
+
+
 def split_check(
     decisions: Sequence[CopyDecision],
     references: Sequence[str],
@@ -211,13 +255,15 @@ def split_check(
     objective: str = "exact_match",
     max_fpr: float | None = None,
     separate_real_word: bool = False,
+    split: tuple[Sequence[int], Sequence[int]] | None = None,
 ) -> tuple[MarginPoint, MarginPoint]:
-    """How well a margin chosen on dev carries over: choose on the even rows, score on the odd ones.
+    """How well a margin chosen on dev carries over: choose on one part of the rows (``split``:
+    (fit rows, held-out rows); default even / odd), score on the other.
 
-    Returns (the point chosen on the even rows, the same margin's figures on the odd rows)."""
-    even, odd = range(0, len(decisions), 2), range(1, len(decisions), 2)
-    if len(odd) == 0:
-        raise ValueError("the split check needs at least two dev rows")
+    Returns (the point chosen on the fit rows, the same margin's figures on the held-out rows)."""
+    even, odd = split if split is not None else even_odd(len(decisions))
+    if len(odd) == 0 or len(even) == 0:
+        raise ValueError("the split check needs rows on both sides")
     points = sweep([decisions[i] for i in even], [references[i] for i in even], separate_real_word=separate_real_word)
     chosen = choose(points, objective=objective, max_fpr=max_fpr)
     held_out = _score([decisions[i] for i in odd], [normalize(references[i]) for i in odd], chosen.margin, chosen.real_word_margin)
@@ -315,12 +361,14 @@ def acceptance_split_check(
     *,
     objective: str = "exact_match",
     max_fpr: float | None = None,
+    split: tuple[Sequence[int], Sequence[int]] | None = None,
 ) -> tuple[MarginPoint, MarginPoint]:
-    """The carry-over check of the acceptance rule: fit and choose the threshold on the even rows,
-    score the odd rows. Returns (the point chosen on the even rows, its figures on the odd rows)."""
-    even, odd = range(0, len(decisions), 2), range(1, len(decisions), 2)
-    if len(odd) == 0:
-        raise ValueError("the split check needs at least two dev rows")
+    """The carry-over check of the acceptance rule: fit and choose the threshold on the fit rows
+    (``split``: (fit rows, held-out rows); default even / odd), score the held-out rows. Returns
+    (the point chosen on the fit rows, its figures on the held-out rows)."""
+    even, odd = split if split is not None else even_odd(len(decisions))
+    if len(odd) == 0 or len(even) == 0:
+        raise ValueError("the split check needs rows on both sides")
     model, _, chosen = calibrate_acceptance(
         [decisions[i] for i in even], [references[i] for i in even], [examples[i] for i in even], objective=objective, max_fpr=max_fpr
     )

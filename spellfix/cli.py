@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 if TYPE_CHECKING:  # the CLI imports heavy modules inside its commands only
     from spellfix.calibration import MarginPoint
@@ -72,18 +72,26 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     )
     decisions = calibration.record_decisions(corrector, [r["query"] for r in rows], chunk_size=args.batch_size * 4, progress=not args.no_progress)
     separate = not args.single_margin
-    points = calibration.sweep(decisions, references, separate_real_word=separate)
+    split = calibration.split_by_word([r["query"] for r in rows], references) if args.holdout == "word" else calibration.even_odd(len(rows))
+    fit_rows = split[0] if args.holdout == "word" else list(range(len(rows)))
+    held_label = "the held-out half (split by corrected word)" if args.holdout == "word" else "the odd rows"
+    if args.holdout == "word":
+        print(f"fitting on {len(split[0])} rows, holding out {len(split[1])} (split by corrected word: no word or query text on both sides)")
+    fit_decisions, fit_references = [decisions[i] for i in fit_rows], [references[i] for i in fit_rows]
+    points = calibration.sweep(fit_decisions, fit_references, separate_real_word=separate)
     chosen = calibration.choose(points, objective=args.objective, max_fpr=args.max_fpr)
     print(calibration.format_sweep(points, chosen))
+    held_out: dict[str, Any] = {}
     if len(rows) >= 2:
-        on_even, on_odd = calibration.split_check(
-            decisions, references, objective=args.objective, max_fpr=args.max_fpr, separate_real_word=separate
+        on_fit, on_held = calibration.split_check(
+            decisions, references, objective=args.objective, max_fpr=args.max_fpr, separate_real_word=separate, split=split
         )
         print(
-            f"carry-over check: the margins chosen on the even rows ({_margins_text(on_even)}) "
-            f"give {on_odd.fixed:.1%} fixed / {on_odd.false_positive_rate:.1%} changed on the odd rows "
-            f"(on the even rows: {on_even.fixed:.1%} / {on_even.false_positive_rate:.1%})"
+            f"{'held-out' if args.holdout == 'word' else 'carry-over'} check: the margins chosen on the fit rows ({_margins_text(on_fit)}) "
+            f"give {on_held.fixed:.1%} fixed / {on_held.false_positive_rate:.1%} changed on {held_label} "
+            f"(on the fit rows: {on_fit.fixed:.1%} / {on_fit.false_positive_rate:.1%})"
         )
+        held_out["margins"] = {"fixed": on_held.fixed, "changed": on_held.false_positive_rate}
     acceptance = None
     if args.rule == "acceptance":
         from spellfix.lexical.lexicon import zipf_frequencies
@@ -91,7 +99,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         examples = calibration.acceptance_examples(decisions, corrector.known_words(), zipf_frequencies())
         try:
             acceptance, accept_points, accept_chosen = calibration.calibrate_acceptance(
-                decisions, references, examples, objective=args.objective, max_fpr=args.max_fpr
+                fit_decisions, fit_references, [examples[i] for i in fit_rows], objective=args.objective, max_fpr=args.max_fpr
             )
         except ValueError as exc:  # e.g. a barely trained model that never gets a dev query right
             print(f"no acceptance model: {exc}; the margins decide")
@@ -100,22 +108,25 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             print(calibration.format_sweep(accept_points, accept_chosen, label="threshold"))
         if acceptance is not None and len(rows) >= 4:
             try:
-                on_even, on_odd = calibration.acceptance_split_check(
-                    decisions, references, examples, objective=args.objective, max_fpr=args.max_fpr
+                on_fit, on_held = calibration.acceptance_split_check(
+                    decisions, references, examples, objective=args.objective, max_fpr=args.max_fpr, split=split
                 )
             except ValueError as exc:
-                print(f"carry-over check skipped: {exc}")
+                print(f"{held_label} check skipped: {exc}")
             else:
                 print(
-                    f"carry-over check: the acceptance model fitted on the even rows (threshold {on_even.margin:.3f}) "
-                    f"gives {on_odd.fixed:.1%} fixed / {on_odd.false_positive_rate:.1%} changed on the odd rows "
-                    f"(on the even rows: {on_even.fixed:.1%} / {on_even.false_positive_rate:.1%})"
+                    f"{'held-out' if args.holdout == 'word' else 'carry-over'} check: the acceptance model fitted on the fit rows "
+                    f"(threshold {on_fit.margin:.3f}) gives {on_held.fixed:.1%} fixed / {on_held.false_positive_rate:.1%} changed "
+                    f"on {held_label} (on the fit rows: {on_fit.fixed:.1%} / {on_fit.false_positive_rate:.1%})"
                 )
+                held_out["acceptance"] = {"fixed": on_held.fixed, "changed": on_held.false_positive_rate}
     if args.dry_run:
         return 0
     provenance = {
         "data": str(args.data), "rows": len(rows), "objective": args.objective, "max_fpr": args.max_fpr,
         "separate_real_word_margin": separate, "rule": "acceptance" if acceptance is not None else "margins",
+        "holdout": args.holdout, "fit_rows": len(fit_rows),
+        **({"held_out_rows": len(split[1]), "held_out": held_out} if args.holdout == "word" else {}),
     }
     path = calibration.save_copy_margin(
         corrector.model_dir, chosen.margin, real_word_margin=chosen.real_word_margin, known_word_zipf=known_word_zipf,
@@ -326,6 +337,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--known-word-zipf", type=_known_word_zipf, default=DEFAULT_KNOWN_WORD_ZIPF, metavar="ZIPF",
         help="words at least this frequent in wordfreq (Zipf scale, >= 1) count as dictionary words for the "
         f"real-word margin, besides symspellpy's dictionary; 'off': symspellpy's alone (default {DEFAULT_KNOWN_WORD_ZIPF})",
+    )
+    p.add_argument(
+        "--holdout", default="none", choices=["none", "word"],
+        help="'word': fit and choose on about half of the rows, split by corrected word (no word or query text on both "
+        "sides), and report (and save in spellfix.json) the figures of the other half; 'none': fit on every row and "
+        "print the even/odd carry-over check (default)",
     )
     p.add_argument("--dry-run", action="store_true", help="print the sweep, save nothing")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
