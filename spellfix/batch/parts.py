@@ -32,6 +32,7 @@ class JobDir:
     def open(self, fingerprint: dict[str, Any]) -> set[int]:
         """Create the directory or check it belongs to this job; return the indices of done parts."""
         job = self.path / JOB_FILE
+        fingerprint = json.loads(json.dumps(fingerprint))  # compared as it reads back (tuples -> lists)
         if job.is_file():
             previous = json.loads(job.read_text(encoding="utf-8"))
             if previous != fingerprint:
