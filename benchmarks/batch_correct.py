@@ -4,9 +4,9 @@ query in: no dictionary candidates, no acceptance rule) and SymSpell's ``lookup_
 
 The log (``--rows``, default 50,000 lines) is the dev set's queries followed by noised clean queries
 (``spellfix.data.make_noisy_pairs`` over data/clean_queries.txt). Every system reads the same first
-``--limit`` lines. spellfix's figure is its steady rate: rows of the parts finished after the first one,
-over the time from the first part to the last (model loading and worker start excluded, and reported
-apart as start-up); the median seconds per part is given too. The CPU model and the load average
+``--limit`` lines. spellfix's figure is its steady rate: rows of the parts finished in the last two
+thirds of the run over the time they took (model loading and worker start excluded; the time to the
+first part is reported apart as start-up); the median seconds between parts is given too. The CPU model and the load average
 before and after are recorded: on a shared machine, compare only figures from one run.
 
     PYTHONPATH=. python benchmarks/batch_correct.py --limit 800 --part-rows 50
@@ -50,8 +50,9 @@ def time_engine(run: Callable[..., None], layout: Layout, model: ModelSpec, part
     run(layout, model, parts, workers, lambda r: stamps.append((time.perf_counter(), r.meta["rows"])), **kw)
     total = time.perf_counter() - start
     stamps.sort()
-    steady_rows = sum(n for _, n in stamps[1:])
-    steady_s = stamps[-1][0] - stamps[0][0]
+    warm = len(stamps) // 3  # by then every worker has loaded its model and finished parts
+    steady_rows = sum(n for _, n in stamps[warm + 1 :])
+    steady_s = stamps[-1][0] - stamps[warm][0]
     gaps = [b[0] - a[0] for a, b in zip(stamps, stamps[1:])]
     return {
         "queries_per_s": round(steady_rows / steady_s, 2) if steady_s > 0 else None,
