@@ -64,3 +64,9 @@ TRITON_ENV ?= .venv-triton
 .PHONY: triton-env
 triton-env:
 	$(PYTHON) -m spellfix.serving.env create $(TRITON_ENV)
+
+## A built wheel in a fully fresh venv (torch==2.13.0 first, then the wheel and its dependencies),
+## used from outside the checkout: recipes, the shipped model, the quickstart's data. Minutes.
+.PHONY: wheel-check
+wheel-check: install-dev
+	SPELLFIX_WHEEL_FRESH=1 $(PYTHON) -m pytest -q tests/test_wheel.py

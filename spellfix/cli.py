@@ -174,12 +174,57 @@ def _margins_text(point: MarginPoint) -> str:
 
 
 def cmd_correct(args: argparse.Namespace) -> int:
+    if args.input or args.output:
+        return _correct_file(args)
     from spellfix.inference import SpellCorrector
 
-    queries = args.queries or [line.rstrip("\n") for line in sys.stdin]
-    fixer = SpellCorrector(args.model, backend=args.backend, num_beams=args.num_beams, **_copy_margins(args.copy_margin))
-    for fixed in fixer.correct(queries):
-        print(fixed)
+    fixer = SpellCorrector(args.model, backend=args.backend, num_beams=args.num_beams, batch_size=args.batch_size, **_copy_margins(args.copy_margin))
+    if args.queries:
+        for fixed in fixer.correct(args.queries):
+            print(fixed)
+        return 0
+    return _correct_stdin(fixer, args.max_chars)
+
+
+def _correct_stdin(fixer: object, max_chars: int) -> int:
+    """stdin lines -> one output line each: good lines corrected, bad ones (undecodable, empty,
+    over-long) written unchanged and reported on stderr as ``<stdin>:LINE: what``."""
+    from spellfix.batch.formats import Layout, format_rows, parse_lines
+
+    layout = Layout("<stdin>", "text", "query", "correction", max_chars)
+    rows = parse_lines(layout, sys.stdin.buffer.read())
+    good = [r for r in rows if r.problem is None]
+    for row, fixed in zip(good, fixer.correct([r.query for r in good])):  # type: ignore[attr-defined]
+        row.correction = fixed
+    sys.stdout.flush()
+    sys.stdout.buffer.write(format_rows(layout, rows))
+    sys.stdout.buffer.flush()
+    for row in rows:
+        if row.problem is not None:
+            print(f"{row.location(layout)}: {row.problem}", file=sys.stderr)
+    return 0
+
+
+def _correct_file(args: argparse.Namespace) -> int:
+    from spellfix.batch import ModelSpec, correct_file
+
+    if not (args.input and args.output):
+        raise ValueError("--input and --output go together")
+    if args.queries:
+        raise ValueError("give queries as arguments or --input FILE, not both")
+    workers = args.workers
+    threads = args.threads or max(1, (os.cpu_count() or 1) // workers)
+    model = ModelSpec(
+        args.model, backend=args.backend, batch_size=args.batch_size, threads=threads,
+        corrector_options={"num_beams": args.num_beams, **_copy_margins(args.copy_margin)},
+    )
+    summary = correct_file(
+        args.input, args.output, model, fmt=args.format, column=args.column, output_column=args.output_column,
+        part_rows=args.part_rows, max_chars=args.max_chars, rejects=args.rejects, workers=workers, engine=args.engine,
+        ray_address=args.ray_address, progress=not args.no_progress,
+    )
+    for line in summary.lines():
+        print(line, file=sys.stderr)
     return 0
 
 
@@ -364,8 +409,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"model dir, export dir, shipped model name or hub id (default: the shipped {DEFAULT_MODEL})")
     p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"])
     p.add_argument("--num-beams", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=32, help="queries per decoding batch")
     _add_copy_margin(p)
+    p.add_argument("--max-chars", type=int, default=256, help="longer queries (after normalisation) are bad rows, left unchanged")
     p.add_argument("queries", nargs="*", metavar="QUERY")
+    f = p.add_argument_group("a whole file (streamed, resumable by re-running the same command, every row kept in order)")
+    f.add_argument("--input", metavar="FILE", help="query log: .txt/.log (a query per line), .jsonl, .csv, .tsv or .parquet")
+    f.add_argument("--output", metavar="FILE", help="same format with the correction added (text: one line per input line)")
+    f.add_argument("--format", choices=["text", "jsonl", "csv", "tsv", "parquet"], help="instead of the suffix")
+    f.add_argument("--column", default="query", help="the query column (jsonl/csv/tsv/parquet; default query)")
+    f.add_argument("--output-column", default="correction", help="the added column (default correction)")
+    f.add_argument("--rejects", metavar="FILE", help="write bad rows here (JSONL with file, line, error) instead of passing them through")
+    f.add_argument("--workers", type=int, default=1, help="model copies: processes (local) or actors (ray)")
+    f.add_argument("--threads", type=int, help="intra-op threads per worker (default: cores / workers)")
+    f.add_argument("--engine", default="local", choices=["local", "ray"], help="local processes, or Ray Data actors (pip install 'spellfix[ray]')")
+    f.add_argument("--ray-address", help="an existing Ray cluster ('auto', ray://HEAD:10001); default: a local instance on 127.0.0.1")
+    f.add_argument("--part-rows", type=int, default=1000, help="rows per part (the unit of resume and of work)")
+    f.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_correct)
 
     p = sub.add_parser("serve", help="start Triton on 127.0.0.1 for a model repository")

@@ -21,8 +21,10 @@ import yaml
 from spellfix.fsutil import write_text_atomic
 from spellfix.lexical.candidates import CandidatesConfig
 from spellfix.data.noise import NoiseConfig
+from spellfix.shipped import shipped_root
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+#: the checkout, $SPELLFIX_HOME or the wheel's spellfix/_shipped/ (spellfix.shipped)
+REPO_ROOT = shipped_root()
 RECIPES_DIR = REPO_ROOT / "recipes"
 
 

@@ -31,6 +31,8 @@ from transformers import (
 
 from typing import TYPE_CHECKING
 
+from spellfix.shipped import shipped_root
+
 if TYPE_CHECKING:
     from spellfix.config import ModelConfig
 
@@ -155,8 +157,9 @@ def load_pretrained(path: str | Path, dropout: float | None = None) -> tuple[Pre
     return model, tokenizer
 
 
-#: models shipped with the repository (``models/<name>/``), loadable by name: ``--model spell-small-cpu``
-SHIPPED_MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+#: models shipped with the repository (``models/<name>/``, or in a wheel: spellfix.shipped), loadable by
+#: name: ``--model spell-small-cpu``
+SHIPPED_MODELS_DIR = shipped_root() / "models"
 
 
 def resolve_model_dir(path: str | Path) -> str | Path:

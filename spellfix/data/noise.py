@@ -34,10 +34,12 @@ from typing import Any
 
 from spellfix.data.readers import DataError, read_pairs
 from spellfix.lexical.dictionary import dictionary_words, is_word, top_dictionary_words
+from spellfix.shipped import shipped_root
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+#: the checkout, $SPELLFIX_HOME or the wheel's spellfix/_shipped/ (spellfix.shipped)
+REPO_ROOT = shipped_root()
 DEFAULT_CONFUSION_FILES = ("data/real_errors_train.tsv",)
 # codespell's main list (misspelling->fix) and its list of rare real words used by mistake for common
 # ones (real-word errors). Not the en-GB->en-US or code-specific lists: those are not misspellings.
