@@ -163,3 +163,25 @@ def test_a_bad_acceptance_model_in_spellfix_json_names_the_file_and_field(model_
     (model / "spellfix.json").write_text(json.dumps(card))
     with pytest.raises(ValueError, match=r"spellfix\.json: decoding\.acceptance\.weights"):
         SpellCorrector(model, "torch")
+
+
+def test_dev_split_by_corrected_word_keeps_every_word_and_text_on_one_side():
+    import json
+    from pathlib import Path
+
+    from spellfix.calibration import split_by_word
+
+    rows = [json.loads(line) for line in (Path(__file__).resolve().parents[1] / "data" / "dev.jsonl").read_text().splitlines() if line.strip()]
+    queries, references = [r["query"] for r in rows], [r["correction"] for r in rows]
+    fit, held = split_by_word(queries, references)
+    assert sorted(fit + held) == list(range(len(rows)))
+    assert 0.35 < len(held) / len(rows) < 0.65
+    side = {}
+    for name, part in (("fit", fit), ("held", held)):
+        for i in part:
+            changed = set(references[i].split()) - set(queries[i].split())
+            for key in ({"text:" + queries[i], "text:" + references[i]} | {"word:" + w for w in changed}):
+                assert side.setdefault(key, name) == name, f"{key} is on both sides"
+    misspelled_held = sum(queries[i] != references[i] for i in held)
+    assert 0 < misspelled_held < len(held)  # both kinds of rows are held out
+    assert split_by_word(queries, references) == (fit, held)  # stable
