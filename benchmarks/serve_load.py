@@ -85,8 +85,11 @@ def prepare_export(model: str) -> Path:
 
     if layout.is_export_dir(model):
         return Path(model)
+    import hashlib
+
     model_dir = Path(resolve_model_dir(model))
-    export_dir = WORK / f"exp-{model_dir.name}"
+    settings = hashlib.sha256((model_dir / "spellfix.json").read_bytes()).hexdigest()[:12]  # a re-calibrated rule: a new export
+    export_dir = WORK / f"exp-{model_dir.name}-{settings}"
     if layout.is_export_dir(export_dir):
         return export_dir
     from spellfix.export import export

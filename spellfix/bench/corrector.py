@@ -22,6 +22,7 @@ model, load average before and after) is recorded: the 2-core machines this runs
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -84,13 +85,14 @@ def require_ctranslate2() -> Any:
 
 def prepare(model: str | Path, work_dir: Path, progress: Callable[[str], None]) -> tuple[Path, Path, dict[str, Path]]:
     """The model dir, its export (hf, onnx, onnx-int8) and the CTranslate2 conversions, cached in
-    ``work_dir`` by the model's weights' modification time."""
+    ``work_dir`` by the model's weights and its ``spellfix.json`` (a re-calibrated rule is a new export)."""
     from spellfix.bench.infer import convert_ctranslate2
     from spellfix.export import export
     from spellfix.modeling import resolve_model_dir
 
     model_dir = Path(resolve_model_dir(model))
-    stamp = f"{model_dir.name}-{int((model_dir / 'model.safetensors').stat().st_mtime)}"
+    settings = hashlib.sha256((model_dir / "spellfix.json").read_bytes()).hexdigest()[:12]
+    stamp = f"{model_dir.name}-{int((model_dir / 'model.safetensors').stat().st_mtime)}-{settings}"
     base = work_dir / stamp
     export_dir = base / "export"
     if not (export_dir / "manifest.json").is_file() or not (export_dir / "onnx-int8").is_dir():
