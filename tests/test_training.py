@@ -121,5 +121,5 @@ def test_non_finite_loss_stops_with_a_clear_message(tiny_recipe_dict, tmp_path):
 def test_checkpoint_loading_rejects_an_incomplete_directory(tmp_path):
     (tmp_path / "step-000001").mkdir()
     with pytest.raises(FileNotFoundError, match="not a complete checkpoint"):
-        ckpt.load_checkpoint(tmp_path / "step-000001", model=None, optimizer=None, scheduler=None, scaler=None, rank=0)
+        ckpt.load_checkpoint(tmp_path / "step-000001", model=None, rank=0)
     assert ckpt.latest_complete(tmp_path) is None
