@@ -21,6 +21,7 @@ import contextlib
 import logging
 import math
 import os
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,6 +140,8 @@ def train(
         raise ValueError("train.host_sync=log_steps skips non-finite steps inside fused AdamW: set train.fused_adamw to auto or on")
     state, resumed_from = _restore(resume, ckpt_dir, step, procs)
     saved_step = state.step if resumed_from else -1
+    if state.stop_reason == "early_stopping" and procs.main:
+        log.info("spellfix: this run stopped early at step %d (no dev improvement); nothing more to train", state.step)
 
     from spellfix.telemetry import RunLogger, ThroughputMeter, peak_flops_for, train_flops_per_token
 
@@ -219,7 +222,8 @@ def train(
             save(" (non-finite loss: the last good weights)")
             raise step.guard.error(state.step)
         if reason == "signal":
-            raise Preempted(str(save(" (SIGTERM)" if signals.signum != 2 else " (SIGINT)")), signals.signum)
+            name = signal.Signals(signals.signum).name if signals.signum else "a signal to another rank"
+            raise Preempted(str(save(f" ({name})")), signals.signum)
         if state.step != saved_step:
             save(f" (final, {state.stop_reason})")
         last_eval, improved = evaluate()
