@@ -3,7 +3,7 @@
 A thin face over ``spellfix.bench.train.run_train_benchmark`` (also ``spellfix bench train``); what
 runs and how it is timed is described there and in the written markdown.
 
-    python benchmarks/train_throughput.py                    # 3 interleaved repeats, 8 measured steps each
+    python benchmarks/train_throughput.py                    # 3 interleaved repeats, 20 measured steps each
     python benchmarks/train_throughput.py --ablations all    # + spellfix with each option reverted
     python benchmarks/train_throughput.py --quick            # smoke run (tiny, minutes)
 Writes benchmarks/results/train_throughput.json and .md.
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="train_throughput", help="results file stem")
     parser.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated subset of " + ", ".join(SYSTEMS))
     parser.add_argument("--ablations", default="", help="comma-separated names, or 'all': " + "; ".join(ABLATIONS))
-    parser.add_argument("--steps", type=int, default=8, help="measured optimizer steps per run")
+    parser.add_argument("--steps", type=int, default=20, help="measured optimizer steps per run")
     parser.add_argument("--naive-steps", type=int, default=3, help="measured steps of the naive Trainer (fixed shapes)")
     parser.add_argument("--warmup", type=int, default=1, help="steps run before measuring")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved runs per system (median reported)")
@@ -40,7 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ab", action="store_true",
                         help="instead: paired step A/B of the step options on the same batches + the padding each "
                              "batching choice implies; writes <name>_ab.json/.md")
+    parser.add_argument("--bf16-weights-accuracy", type=int, metavar="STEPS", default=0,
+                        help="instead: train the quickstart recipe STEPS steps with bf16 autocast and with bf16_weights "
+                             "(same seed, same data) and compare loss and dev accuracy; writes <name>_bf16_weights.json/.md")
     args = parser.parse_args(argv)
+    if args.bf16_weights_accuracy:
+        return bf16_weights_accuracy(args)
     if args.profile:
         return profile(args)
     if args.ab:
@@ -76,6 +81,59 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def bf16_weights_accuracy(args: argparse.Namespace) -> int:
+    """The accuracy cost of pure-bf16 compute weights: the same quickstart training (seed, data,
+    steps) in bf16 autocast over fp32 weights vs ``train.bf16_weights=true``, then loss and dev
+    metrics side by side. Runs one after the other (accuracy, not speed)."""
+    import json
+    import tempfile
+
+    import torch
+
+    from spellfix.config import load_recipe, write_text_atomic
+    from spellfix.training.loop import train
+
+    logging.basicConfig(level=logging.INFO, format="[train-bench] %(message)s", stream=sys.stderr)
+    torch.set_num_threads(args.threads)
+    work = args.work_dir or Path(tempfile.mkdtemp(prefix="spellfix-bf16w-"))
+    steps = args.bf16_weights_accuracy
+    results = {}
+    for name, bf16_weights in (("bf16 autocast (fp32 weights)", False), ("bf16_weights=true (pure bf16 compute)", True)):
+        recipe = load_recipe("quickstart", overrides={
+            "train.precision": "bf16", "train.bf16_weights": bf16_weights, "train.max_steps": steps,
+            "train.max_minutes": None, "train.warmup_steps": max(1, steps // 5), "train.eval_every": 0,
+            "train.save_every": 0, "train.log_every": max(1, steps // 10), "eval.limit": 400,
+            "telemetry.tensorboard": False, "telemetry.stdout": False,
+        })
+        out = work / ("bf16w" if bf16_weights else "autocast")
+        if out.exists():
+            import shutil
+
+            shutil.rmtree(out)
+        result = train(recipe, out, resume="never", progress=False)
+        rows = [json.loads(line) for line in (out / "logs" / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        losses = [r["loss"] for r in rows if "loss" in r]
+        results[name] = {
+            "final_train_loss": round(losses[-1], 4),
+            "mean_loss_last_3_logs": round(sum(losses[-3:]) / len(losses[-3:]), 4),
+            **{k: round(v, 4) for k, v in result.metrics.items() if k in ("exact_match", "exact_match_misspelled", "false_positive_rate", "cer")},
+        }
+        logging.getLogger("train-bench").info("%s: %s", name, results[name])
+    lines = [f"# Accuracy cost of pure-bf16 compute weights (quickstart recipe, {steps} steps, same seed and data, CPU)", "",
+             "| arithmetic | final train loss | mean of last 3 logged losses | dev exact match | misspelled exact match | false positives | CER |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, r in results.items():
+        lines.append(f"| {name} | {r['final_train_loss']} | {r['mean_loss_last_3_logs']} | {r.get('exact_match')} | "
+                     f"{r.get('exact_match_misspelled')} | {r.get('false_positive_rate')} | {r.get('cer')} |")
+    lines += ["", f"Written by `python benchmarks/train_throughput.py --bf16-weights-accuracy {steps}`.", ""]
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    stem = args.output_dir / f"{args.name}_bf16_weights"
+    write_text_atomic(stem.with_suffix(".json"), json.dumps({"steps": steps, "results": results}, indent=1) + "\n")
+    write_text_atomic(stem.with_suffix(".md"), "\n".join(lines))
+    print("\n".join(lines))
+    return 0
+
+
 def profile(args: argparse.Namespace) -> int:
     """Where the time of a step goes: the recipe as shipped vs the Trainer-like path."""
     import json
@@ -88,7 +146,8 @@ def profile(args: argparse.Namespace) -> int:
     data = prepare_data(work, args.pairs or 4096)
     variants = {
         "spellfix (recipe)": {},
-        "trainer-like (autocast, full logits)": {"train.bf16_weights": False, "train.loss": "full-logits"},
+        "trainer-like (autocast, full logits)": {"train.loss": "full-logits"},
+        "spellfix bf16_weights=true (pure bf16)": {"train.bf16_weights": True},
     }
     results = {name: profile_step(data, overrides, threads=args.threads) for name, overrides in variants.items()}
     lines = ["# Where a training step's time goes (torch.profiler, one step, bart-base shape, CPU)", ""]
@@ -121,10 +180,10 @@ def step_ab(args: argparse.Namespace) -> int:
     data = prepare_data(work, args.pairs or 9216)
     pairs = {
         "loss": {"spellfix": {}, "loss=full-logits": {"train.loss": "full-logits"}},
-        "precision": {"spellfix": {}, "bf16_weights=false (autocast)": {"train.bf16_weights": False}},
+        "precision": {"spellfix": {}, "bf16_weights=true (pure bf16)": {"train.bf16_weights": True}},
         "attention": {"spellfix": {}, "attention=eager": {"train.attention": "eager"}},
         "optimizer": {"spellfix": {}, "fused_adamw=off": {"train.fused_adamw": "off", "train.host_sync": "every_step"}},
-        "trainer-like step": {"spellfix": {}, "autocast + full logits": {"train.bf16_weights": False, "train.loss": "full-logits"}},
+        "trainer-like step": {"spellfix": {}, "full logits": {"train.loss": "full-logits"}},
     }
     results: dict = {"padding": padding_table(data)}
     for title, variants in pairs.items():

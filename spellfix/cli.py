@@ -1,7 +1,7 @@
 """The ``spellfix`` command: a thin face over library functions research code can call directly.
 
 Every subcommand has ``--help``, exits 0 on success, and on a user error prints one line
-``spellfix: error: <what to fix>`` and exits non-zero (2; 143 after a SIGTERM checkpoint).
+``spellfix: error: <what to fix>`` and exits non-zero (2; 143/130 after a SIGTERM/SIGINT checkpoint).
 Heavy imports happen inside the subcommand that needs them, so ``spellfix --help`` is instant.
 """
 
@@ -39,6 +39,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         "final_dir": str(result.final_dir) if result.final_dir else None,
         "best_dir": str(result.best_dir) if result.best_dir else None,
         "steps": result.steps,
+        "total_steps": result.total_steps,
+        "stop_reason": result.stop_reason,
         "minutes": round(result.elapsed_s / 60, 2),
         **{k: v for k, v in result.metrics.items() if k in ("exact_match", "exact_match_misspelled", "false_positive_rate")},
     }
@@ -514,7 +516,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except Preempted as exc:
         print(f"spellfix: {exc}", file=sys.stderr)
-        return EXIT_SIGTERM
+        return exc.exit_code  # 143 after SIGTERM, 130 after SIGINT
     except KeyboardInterrupt:
         return _fail("interrupted")
     except (ValueError, FileNotFoundError, RuntimeError, ImportError, OSError) as exc:

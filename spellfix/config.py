@@ -149,7 +149,11 @@ class TrainConfig:
     label_smoothing: float = _help("Label smoothing of the cross-entropy loss.", default=0.1)
     epochs: float = _help("Passes over the training pairs (ignored when max_steps is set).", default=1.0)
     max_steps: int | None = _help("Stop after this many optimizer steps.", default=None)
-    max_minutes: float | None = _help("Stop (and save) after this much wall time.", default=None)
+    max_minutes: float | None = _help(
+        "Wall-time budget of one invocation: stop (all ranks at the same step), save and write final/; "
+        "--resume auto continues the same schedule to max_steps.",
+        default=None,
+    )
     log_every: int = _help("Log metrics every N optimizer steps.", default=20)
     eval_every: int = _help("Evaluate on the dev set every N optimizer steps (0: only at the end).", default=500)
     save_every: int = _help("Save a resumable checkpoint every N optimizer steps (0: only at the end).", default=500)

@@ -95,6 +95,11 @@ def test_recipe_data_file_that_does_not_exist_is_named(tmp_path, tiny_recipe_dic
         make_plan(options(path))
 
 
+def test_multi_node_is_refused_with_the_reason_and_the_fix(recipe_file):
+    with pytest.raises(LaunchError, match=r"--instance-count 2: multi-node jobs are not supported.*own /opt/ml/checkpoints.*use one instance"):
+        make_plan(options(recipe_file, instance_count=2))
+
+
 def test_bad_s3_uri_is_rejected(recipe_file):
     with pytest.raises(LaunchError, match="--checkpoint-s3 'my-bucket/ckpt' is not an S3 URI"):
         make_plan(options(recipe_file, checkpoint_s3="my-bucket/ckpt"))

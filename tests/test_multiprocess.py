@@ -48,13 +48,14 @@ def mp_recipe(tmp: Path, **train_overrides) -> dict:
     return recipe
 
 
-def torchrun(recipe: dict, out: Path, nproc: int = 2, *extra: str) -> subprocess.CompletedProcess:
+def torchrun(recipe: dict, out: Path, nproc: int = 2, *extra: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Both ranks must exit 0 within ``timeout`` (a hang — one rank waiting in a collective — fails)."""
     recipe_file = out.parent / f"{out.name}.recipe.json"
     recipe_file.write_text(json.dumps(recipe))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "spellfix.cli", "train", "--recipe", str(recipe_file), "--output-dir", str(out), "--no-progress", *extra]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
 
@@ -140,3 +141,38 @@ def test_sigterm_to_torchrun_checkpoints_once_on_agreement_of_both_ranks_and_the
     assert output.count("stopped by SIGTERM") == 2  # both ranks stopped at the agreed step
     done = torchrun(mp_recipe(tmp_path, max_steps=int(saved.name.split("-")[1]) + 2, log_every=1), out, 2, "--resume", "auto")
     assert f"resumed from {saved}" in done.stdout + done.stderr
+
+
+def summaries(proc: subprocess.CompletedProcess) -> list[dict]:
+    """The JSON summary line each rank's ``spellfix train`` printed."""
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith('{"output_dir"')]
+
+
+def test_early_stopping_on_two_processes_stops_both_ranks_at_the_same_step(tmp_path):
+    """Only rank 0 evaluates; its 'no improvement' reaches rank 1 through the stop vote, so both
+    stop at the eval step, save one checkpoint and exit 0 (this hung before: rank 1 trained on)."""
+    dev = write_jsonl(tmp_path / "dev.jsonl", make_pairs(4, seed=2))
+    recipe = mp_recipe(tmp_path, max_steps=400, eval_every=2, early_stopping_patience=1, lr=1e-9)
+    recipe["data"]["dev"] = str(dev)
+    recipe["eval"] = {"limit": 4, "max_new_tokens": 4}
+    out = tmp_path / "early"
+    proc = torchrun(recipe, out, 2, timeout=300)
+    assert [(s["steps"], s["stop_reason"]) for s in summaries(proc)] == [(4, "early_stopping")] * 2, proc.stdout[-2000:]
+    assert [p.name for p in ckpt.list_complete(out / "checkpoints")] == ["step-000004"]
+    assert (out / "final" / "model.safetensors").exists()
+
+
+def test_a_time_capped_two_process_run_stops_both_ranks_and_resumed_reaches_max_steps(two_process_run, tmp_path):
+    """max_minutes is a per-invocation budget: both ranks stop at the first agreed decision step
+    after it (log_every=3, host_sync=log_steps), and the resumed launch ends at max_steps with the
+    weights of the run never capped."""
+    two, _ = two_process_run
+    recipe = mp_recipe(tmp_path, max_minutes=1e-6, log_every=3, host_sync="log_steps")
+    out = tmp_path / "capped"
+    first = torchrun(recipe, out, 2, timeout=300)
+    assert [(s["steps"], s["stop_reason"]) for s in summaries(first)] == [(3, "max_minutes")] * 2, first.stdout[-2000:]
+    second = torchrun(recipe, out, 2, "--resume", "auto", timeout=300)
+    assert [(s["steps"], s["stop_reason"]) for s in summaries(second)] == [(STEPS, "max_steps")] * 2, second.stdout[-2000:]
+    a, b = weights(two), weights(out)
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6, msg=name)

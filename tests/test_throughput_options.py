@@ -145,19 +145,19 @@ def test_log_steps_guard_skips_a_non_finite_step_inside_fused_adamw_without_a_ho
     opt = torch.optim.AdamW([param], lr=0.1, fused=True)
     guard = NonFiniteGuard("log_steps", max_consecutive=2, device=torch.device("cpu"))
     param.grad = torch.full((3,), float("nan"))
-    guard.step(opt, torch.tensor(float("inf")), 10, has_scaler=False, step=0)
+    guard.step(opt, torch.tensor(float("inf")), 10)
     assert torch.equal(param.detach(), torch.ones(3)) and not hasattr(opt, "found_inf")
-    guard.check(1)  # one bad step: below the limit
+    assert not guard.exhausted()  # one bad step: below the limit
     param.grad = torch.ones(3)
-    guard.step(opt, torch.tensor(2.0), 10, has_scaler=False, step=1)
+    guard.step(opt, torch.tensor(2.0), 10)
     assert param.detach().lt(1).all() and float(opt.state[param]["step"]) == 1.0  # the skipped step was not counted
     loss, tokens = guard.pop_window()
     assert loss.item() == 2.0 and tokens.item() == 10  # the non-finite step is not in the logged loss
     for step in (2, 3):
         param.grad = torch.full((3,), float("nan"))
-        guard.step(opt, torch.tensor(float("nan")), 10, has_scaler=False, step=step)
-    with pytest.raises(NonFiniteLossError, match="not finite for 2 consecutive steps"):
-        guard.check(4)
+        guard.step(opt, torch.tensor(float("nan")), 10)
+    assert guard.exhausted()
+    assert "not finite for 2 consecutive steps (last at step 3)" in str(guard.error(3))
 
 
 # ------------------------------------------------------------------------------ end to end loop

@@ -7,10 +7,15 @@ labels ``.. </s>``, decoder input ``</s> ..`` — so nobody does more work per e
 
 - ``naive-trainer``: ``Seq2SeqTrainer`` as a new user writes it: batch 32, everything padded to 64
   tokens (``DataCollatorForSeq2Seq(padding="max_length")``), fp32, default arguments.
-- ``tuned-trainer``: dynamic padding, ``train_sampling_strategy="group_by_length"``, ``bf16=True``,
-  ``optim="adamw_torch_fused"``, batch 256.
-- ``spellfix``: ``spellfix.train`` with ``recipes/bart-base-cpu-bench.yaml`` (batch 256).
-- ablations (optional): ``spellfix`` with one recipe option switched back, to measure what each buys.
+- ``tuned-trainer``: dynamic padding, ``train_sampling_strategy="group_by_length"``, ``bf16=True``
+  (bf16 autocast over fp32 weights), ``optim="adamw_torch_fused"``, batch 256.
+- ``spellfix``: ``spellfix.train`` with ``recipes/bart-base-cpu-bench.yaml`` (batch 256) — the same
+  precision mode as the tuned Trainer: bf16 autocast over fp32 weights, fp32 master weights and
+  optimizer. Like for like: the comparison is of the loop, not of the arithmetic.
+- ablations (optional): ``spellfix`` with one recipe option switched back, to measure what each buys;
+  ``spellfix bf16_weights=true`` is the other arithmetic (forward/backward on a pure-bf16 copy of
+  the weights) as its own named option — its accuracy cost is measured by
+  ``benchmarks/train_throughput.py --bf16-weights-accuracy``.
 
 Timing: each run trains ``warmup + steps`` optimizer steps; the figures come from the wall time
 between consecutive step *ends* after the warm-up (data loading, forward, backward, optimizer,
@@ -44,7 +49,10 @@ import time
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+if TYPE_CHECKING:
+    from spellfix.training.step import TrainStep
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +62,7 @@ RECIPE = "bart-base-cpu-bench"
 #: (attention=eager is the other way round: an alternative kernel, measured, not a reverted option)
 ABLATIONS: dict[str, dict[str, Any]] = {
     "spellfix loss=full-logits": {"train.loss": "full-logits"},
-    "spellfix bf16_weights=false": {"train.bf16_weights": False},
+    "spellfix bf16_weights=true": {"train.bf16_weights": True},
     "spellfix attention=eager": {"train.attention": "eager"},
     "spellfix length_key=source": {"train.batching.length_key": "source"},
     "spellfix group_by_length=false": {"train.batching.group_by_length": False},
@@ -321,7 +329,7 @@ def run_train_benchmark(
     *,
     systems: Sequence[str] = SYSTEMS,
     ablations: Sequence[str] = (),
-    steps: int = 8,
+    steps: int = 20,
     naive_steps: int = 3,
     warmup: int = 1,
     repeats: int = 3,
@@ -581,8 +589,8 @@ def profile_step(data: BenchData, overrides: dict[str, Any] | None = None, *, th
                  warmup: int = 2, row_limit: int = 25, record_shapes: bool = False) -> dict[str, Any]:
     """torch.profiler over one optimizer step of the cpu-bench recipe's setup (first global batch).
 
-    Builds the same pieces as ``spellfix.train`` (model, optional bf16 copy, loss module, fused
-    AdamW) without the run around them, so the profile is the step alone. Returns the top ops
+    Runs the same :class:`~spellfix.training.step.TrainStep` as ``spellfix.train`` (:func:`bench_step`)
+    without the run around it, so the profile is the step alone. Returns the top ops
     by self CPU time and the share of the step per :data:`PROFILE_GROUPS` category.
     """
     import torch
@@ -590,22 +598,12 @@ def profile_step(data: BenchData, overrides: dict[str, Any] | None = None, *, th
 
     from spellfix.config import load_recipe
     from spellfix.data.batching import PairCollator, plan_epoch
-    from spellfix.modeling import EOS_ID, PAD_ID, build_model
-    from spellfix.training.loop import set_attention
-    from spellfix.training.loss import Seq2SeqLoss
-    from spellfix.training.optim import build_optimizer
-    from spellfix.training.precision import Bf16ComputeCopy
+    from spellfix.modeling import EOS_ID, PAD_ID
 
     torch.set_num_threads(threads)
     recipe = load_recipe(RECIPE, overrides=overrides or {})
     t = recipe.train
-    torch.manual_seed(0)
-    model = build_model(recipe.model, recipe.model.config["vocab_size"])
-    set_attention(model, t.attention)
-    copy_ = Bf16ComputeCopy(model) if t.bf16_weights else None
-    step_module = Seq2SeqLoss(copy_.compute if copy_ else model, t.loss, t.label_smoothing)
-    step_module.train()
-    optimizer = build_optimizer(model, t, "cpu")
+    train_step = bench_step(recipe)
     src, tgt = [len(s) for s in data.source_ids], [len(x) for x in data.target_ids]
     plan = plan_epoch(src, tgt, global_batch_size=t.global_batch_size, micro_batches_per_step=1, seed=0, epoch=0,
                       group_by_length=t.batching.group_by_length, pool_factor=t.batching.pool_factor,
@@ -617,19 +615,9 @@ def profile_step(data: BenchData, overrides: dict[str, Any] | None = None, *, th
     collate = PairCollator(PAD_ID, EOS_ID, max_source_length=recipe.data.max_source_length if padding else None,
                            max_target_length=recipe.data.max_target_length if padding else None)
     batch = collate([(data.source_ids[i], data.target_ids[i]) for i in chosen.micro_batches[0]])
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=t.precision == "bf16" and not t.bf16_weights)
 
     def step() -> None:
-        with autocast:
-            loss = step_module(**batch)
-        (loss / chosen.target_tokens).backward()
-        if copy_:
-            copy_.grads_to_master()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip or 1e9)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if copy_:
-            copy_.weights_to_compute()
+        train_step.step([batch], chosen.target_tokens)
 
     for _ in range(warmup):
         step()
@@ -660,39 +648,36 @@ def profile_step(data: BenchData, overrides: dict[str, Any] | None = None, *, th
 # ------------------------------------------------------------------------------- step A/B (paired)
 
 
+def bench_step(recipe: Any) -> "TrainStep":
+    """The :class:`~spellfix.training.step.TrainStep` that ``spellfix.train`` runs for ``recipe``
+    (one process, CPU, the recipe's precision), on a freshly initialised model: what the step A/B
+    and the profile time is the training step itself, not a copy of it."""
+    import torch
+
+    from spellfix.modeling import build_model
+    from spellfix.training.hardware import resolve_precision
+    from spellfix.training.loop import set_attention
+    from spellfix.training.step import TrainStep
+
+    t = recipe.train
+    torch.manual_seed(0)
+    model = build_model(recipe.model, recipe.model.config.get("vocab_size", 50265))
+    set_attention(model, t.attention)
+    precision = resolve_precision(t.precision, "cpu", None)
+    return TrainStep(model, t, precision=precision, device=torch.device("cpu"), total_steps=max(t.max_steps or 0, 10_000))
+
+
 def _step_pieces(data: BenchData, overrides: dict[str, Any], threads: int):
-    """Model + loss + optimizer of the cpu-bench recipe with ``overrides``, and a step function
-    over a given micro-batch: the same pieces ``spellfix.train`` assembles, without the run."""
+    """A step function over a given micro-batch for the cpu-bench recipe with ``overrides``."""
     import torch
 
     from spellfix.config import load_recipe
-    from spellfix.modeling import build_model
-    from spellfix.training.loop import set_attention
-    from spellfix.training.loss import Seq2SeqLoss
-    from spellfix.training.optim import build_optimizer
-    from spellfix.training.precision import Bf16ComputeCopy
 
     torch.set_num_threads(threads)
-    t = load_recipe(RECIPE, overrides=overrides).train
-    torch.manual_seed(0)
-    model = build_model(load_recipe(RECIPE).model, 50265)
-    set_attention(model, t.attention)
-    copy_ = Bf16ComputeCopy(model) if t.bf16_weights else None
-    step_module = Seq2SeqLoss(copy_.compute if copy_ else model, t.loss, t.label_smoothing).train()
-    optimizer = build_optimizer(model, t, "cpu")
-    autocast = t.precision == "bf16" and not t.bf16_weights
+    train_step = bench_step(load_recipe(RECIPE, overrides=overrides))
 
     def step(batch: dict, target_tokens: int) -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            loss = step_module(**batch)
-        (loss / target_tokens).backward()
-        if copy_:
-            copy_.grads_to_master()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip or 1e9)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if copy_:
-            copy_.weights_to_compute()
+        train_step.step([batch], target_tokens)
 
     return step
 

@@ -145,6 +145,12 @@ def make_plan(options: LaunchOptions) -> LaunchPlan:
     instance = lookup_instance(options.instance_type)
     if options.instance_count < 1:
         raise LaunchError(f"--instance-count must be >= 1, got {options.instance_count}")
+    if options.instance_count > 1:
+        raise LaunchError(
+            f"--instance-count {options.instance_count}: multi-node jobs are not supported. Each node has its own "
+            "/opt/ml/checkpoints and run directory, while resuming needs every rank to read the same checkpoint "
+            "and the tokenizer rank 0 trained; use one instance (up to 8 GPUs, e.g. ml.p3.16xlarge)"
+        )
     _check_s3("--checkpoint-s3", options.checkpoint_s3)
     _check_s3("--output-path", options.output_path)
     _check_s3("--tensorboard-s3", options.tensorboard_s3)

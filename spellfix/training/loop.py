@@ -1,9 +1,10 @@
-"""The training loop: one story from setup to saved model, readable top to bottom.
+"""The training loop: setup, one step function, the cadences — readable top to bottom.
 
-setup (hardware checks, tokenizer, data, model, optimizer) → resume → loop over planned global
-batches (micro-batches with no_sync, autocast, loss normalised by the global batch's target tokens)
-→ log / evaluate / checkpoint at their cadences → final model. accelerate does device placement,
-DDP and mixed precision; the loop itself stays plain PyTorch (Fabric-style "keep your own loop").
+setup (hardware checks, processes, tokenizer, data, model + :class:`~spellfix.training.step.TrainStep`)
+→ resume → for each planned global batch: ``step.step(...)`` → the cadences (log, evaluate, save)
+→ the stop decision, agreed by every rank at the same step (``spellfix.training.stopping``) → one
+checkpoint → final model, or a clean exit on every rank. accelerate sets up the processes and wraps
+DDP; the arithmetic of a step lives in ``spellfix.training.step`` (the benchmarks time the same one).
 
 Throughput options are small named pieces, each switchable from the recipe (docs/training.md has
 their measured effect): length grouping / dynamic padding / token budgets (``train.batching``,
@@ -20,17 +21,18 @@ import contextlib
 import logging
 import math
 import os
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from spellfix.config import Recipe, TrainConfig, load_recipe, recipe_to_yaml, save_recipe
-from spellfix.data.batching import MicroBatchSampler, PairCollator, padding_ratio, plan_epoch
+from spellfix.data.batching import GlobalBatch, MicroBatchSampler, PairCollator, padding_ratio, plan_epoch
 from spellfix.data.pipeline import SourceFormatter, load_dev_rows, load_training_pairs
 from spellfix.data.tokenization import TokenizedPairs, tokenize_pairs
 from spellfix.modeling import (
@@ -47,16 +49,13 @@ from spellfix.modeling import (
 )
 from spellfix.training import checkpoint as ckpt
 from spellfix.training.hardware import Hardware, HardwareError, check_hardware
-from spellfix.training.loss import Seq2SeqLoss
-from spellfix.training.nonfinite import NonFiniteGuard, NonFiniteLossError, supports_found_inf
-from spellfix.training.optim import build_optimizer, build_scheduler, scaled_lr
-from spellfix.training.precision import Bf16ComputeCopy
+from spellfix.training.nonfinite import NonFiniteLossError, supports_found_inf
+from spellfix.training.optim import scaled_lr
 from spellfix.training.signals import Preempted, StopFlag
+from spellfix.training.step import AUTOCAST_DTYPE, TrainStep
+from spellfix.training.stopping import Budget, Votes, agree
 
 log = logging.getLogger(__name__)
-
-ACCELERATE_PRECISION = {"fp32": "no", "fp16": "fp16", "bf16": "bf16"}
-AUTOCAST_DTYPE = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 __all__ = ["NonFiniteLossError", "TrainResult", "train"]
 
@@ -69,6 +68,14 @@ class TrainResult:
     metrics: dict[str, Any] = field(default_factory=dict)
     steps: int = 0
     elapsed_s: float = 0.0
+    #: max_steps (done), early_stopping (done), or max_minutes (this invocation's budget is spent:
+    #: run the same command with --resume auto to continue to ``total_steps``)
+    stop_reason: str = "max_steps"
+    total_steps: int = 0
+
+    @property
+    def complete(self) -> bool:
+        return self.stop_reason != "max_minutes"
 
 
 def train(
@@ -83,244 +90,293 @@ def train(
     """Train ``recipe`` into ``output_dir`` (default ``runs/<recipe name>``).
 
     ``resume``: ``auto`` continues from the newest complete checkpoint if there is one, ``never``
-    starts fresh, or a checkpoint path. Raises :class:`Preempted` after saving on SIGTERM.
-    Runs the same under ``accelerate launch`` / ``torchrun`` with N processes: the global batch
-    stays ``train.global_batch_size``; only rank 0 writes logs, checkpoints and models.
+    starts fresh, or a checkpoint path. Runs the same under ``accelerate launch`` / ``torchrun`` with
+    N processes: the global batch stays ``train.global_batch_size``; only rank 0 writes logs,
+    checkpoints and models; every stop (max_steps, early stopping, ``max_minutes``, a non-finite
+    loss, SIGTERM/SIGINT) happens on all ranks at the same step after one checkpoint.
+    ``train.max_minutes`` is this call's budget: the run stops with ``stop_reason="max_minutes"``
+    (final/ holds the weights so far) and a later call with ``resume="auto"`` continues the same
+    schedule to ``max_steps``. Raises :class:`Preempted` after saving on SIGTERM/SIGINT and
+    :class:`NonFiniteLossError` after saving the last good weights.
     """
+    invocation_start = time.monotonic()  # max_minutes is this call's budget, setup included
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
+    t = recipe.train
+    budget = Budget(t.max_minutes, started=invocation_start)
     out = Path(output_dir or f"runs/{recipe.name}")
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else out / "checkpoints"
-    log_dir = Path(logdir) if logdir else out / "logs"
-    t = recipe.train
 
-    # ---- setup: hardware, processes, precision --------------------------------------------
+    # ---- setup: hardware, processes, data, model, the step -----------------------------------
     hardware, precision = check_hardware(t.precision)
     check_throughput_options(t, precision)
-    # bf16_weights: the model itself runs in bf16, so no autocast (accelerate "no").
-    accelerator = _new_accelerator("no" if t.bf16_weights else ACCELERATE_PRECISION[precision], cpu=hardware.device_type == "cpu")
-    rank, world = accelerator.process_index, accelerator.num_processes
-    main = accelerator.is_main_process
-    per_device = t.per_device_batch_size or t.global_batch_size // world
-    micro_per_step = t.global_batch_size // per_device  # fixed whatever the world size (see batching.py)
-    if t.global_batch_size % per_device or micro_per_step % world:
-        raise ValueError(
-            f"train.global_batch_size={t.global_batch_size} must be a multiple of per_device_batch_size "
-            f"({per_device}) x world size ({world})"
-        )
-    accum = micro_per_step // world
-    if main:
+    accelerator = _new_accelerator(cpu=hardware.device_type == "cpu")
+    procs = _Processes.of(accelerator, t)
+    if procs.main:
         out.mkdir(parents=True, exist_ok=True)
         save_recipe(recipe, out / "recipe.yaml")
         log.info(
             "spellfix: %s on %s (%s), %d process(es), precision %s%s, global batch %d = %d per device x %d accumulation x %d",
-            recipe.name, hardware.name, hardware.device_type, world, precision, " (bf16 weights)" if t.bf16_weights else "",
-            t.global_batch_size, per_device, accum, world,
+            recipe.name, hardware.name, hardware.device_type, procs.world, precision, " (bf16 weights)" if t.bf16_weights else "",
+            t.global_batch_size, procs.per_device, procs.accum, procs.world,
         )
-
-    # ---- data and tokenizer -----------------------------------------------------------------
-    queries, corrections = load_training_pairs(recipe.data, seed=t.seed)
-    formatter = SourceFormatter(recipe.data)
-    # every process annotates the same queries; split the machine's cores between them
-    sources = formatter(queries, workers=max(1, (os.cpu_count() or 1) // world), progress=main and progress)
-    with accelerator.main_process_first():
-        model, tokenizer = _model_and_tokenizer(recipe, out, sources + corrections, main)
-    cache_dir = Path(recipe.data.cache_dir) if recipe.data.cache_dir else out / "cache"
-    with accelerator.main_process_first():
-        tokenized = tokenize_pairs(
-            sources, corrections, tokenizer,
-            max_source_length=recipe.data.max_source_length,
-            max_target_length=recipe.data.max_target_length,
-            cache_dir=cache_dir,
-        )
-    dataset = TokenizedPairs(tokenized)
-    src_lens, tgt_lens = dataset.source_lengths, dataset.target_lengths
-    dev_rows = load_dev_rows(recipe.data, recipe.eval.limit) if main else []
-
-    def plan(epoch: int):
-        return plan_epoch(
-            src_lens, tgt_lens,
-            global_batch_size=t.global_batch_size,
-            micro_batches_per_step=micro_per_step,
-            seed=t.seed, epoch=epoch,
-            group_by_length=t.batching.group_by_length,
-            pool_factor=t.batching.pool_factor,
-            max_tokens=t.batching.max_tokens,
-            length_key=t.batching.length_key,
-        )
-
-    first_plan = plan(0)
-    if not first_plan:
-        raise ValueError(f"{len(dataset)} training pairs are fewer than one global batch ({t.global_batch_size})")
-    steps_per_epoch = len(first_plan)
-    total_steps = t.max_steps or max(1, math.ceil(t.epochs * steps_per_epoch))
-    if main:
+    data = _Data.load(recipe, out, accelerator, procs, progress)
+    total_steps = t.max_steps or max(1, math.ceil(t.epochs * data.steps_per_epoch))
+    if procs.main:
         log.info(
             "spellfix: %d training pairs, %d steps/epoch, %d steps, padding %.1f%% of positions",
-            len(dataset), steps_per_epoch, total_steps, 100 * padding_ratio(first_plan, src_lens, tgt_lens),
+            len(data.dataset), data.steps_per_epoch, total_steps,
+            100 * padding_ratio(data.plan(0), data.dataset.source_lengths, data.dataset.target_lengths),
         )
-
-    # ---- model, optimizer, schedule ---------------------------------------------------------
-    # `model` (fp32) is the master: the optimizer updates it, checkpoints save it, evaluation runs
-    # it. Forward/backward run through `step_module` = model (or its bf16 copy) + the loss.
+    model = data.model
     set_attention(model, t.attention)
     model.to(accelerator.device)
-    bf16_copy = Bf16ComputeCopy(model) if t.bf16_weights else None
-    step_module = Seq2SeqLoss(bf16_copy.compute if bf16_copy else model, t.loss, t.label_smoothing)
-    optimizer = build_optimizer(model, t, hardware.device_type)
-    scheduler = build_scheduler(optimizer, t, total_steps)
-    step_module, optimizer = accelerator.prepare(step_module, optimizer)
-    if t.compile:
-        step_module = torch.compile(step_module, dynamic=True)
-    scaler = getattr(accelerator, "scaler", None)
-    unwrapped = model
-    padding = t.batching.padding == "max_length"
-    collator = PairCollator(
-        pad_id=tokenizer.pad_token_id, decoder_start_id=EOS_ID,
-        max_source_length=recipe.data.max_source_length if padding else None,
-        max_target_length=recipe.data.max_target_length if padding else None,
+    step = TrainStep(
+        model, t, precision=precision, device=accelerator.device, total_steps=total_steps, world=procs.world,
+        wrap=accelerator.prepare_model if procs.world > 1 else None,
+        hint=lambda: f"lower train.lr (now {scaled_lr(t):.3g}), raise train.warmup_steps, or use bf16/fp32 instead of fp16",
     )
-    pinned = t.batching.pin_memory and hardware.device_type == "cuda"
-    if t.host_sync == "log_steps" and scaler is None and not supports_found_inf(optimizer):
+    if t.host_sync == "log_steps" and step.scaler is None and not supports_found_inf(step.optimizer):
         raise ValueError("train.host_sync=log_steps skips non-finite steps inside fused AdamW: set train.fused_adamw to auto or on")
-
-    state = ckpt.TrainerState()
-    start = _resume_point(resume, ckpt_dir)
-    if start is not None:
-        state = ckpt.load_checkpoint(start, model=unwrapped, optimizer=optimizer, scheduler=scheduler, scaler=scaler, rank=rank)
-        if main:
-            log.info("spellfix: resumed from %s at step %d (epoch %d)", start, state.step, state.epoch)
-    if bf16_copy:
-        bf16_copy.weights_to_compute()
+    state, resumed_from = _restore(resume, ckpt_dir, step, procs)
+    saved_step = state.step if resumed_from else -1
+    if state.stop_reason == "early_stopping" and procs.main:
+        log.info("spellfix: this run stopped early at step %d (no dev improvement); nothing more to train", state.step)
 
     from spellfix.telemetry import RunLogger, ThroughputMeter, peak_flops_for, train_flops_per_token
 
     run_log = RunLogger(
-        log_dir, enabled=main,
+        Path(logdir) if logdir else out / "logs", enabled=procs.main,
         sample_interval_s=recipe.telemetry.sample_interval_s,
-        tensorboard=recipe.telemetry.tensorboard,
-        stdout=recipe.telemetry.stdout,
+        tensorboard=recipe.telemetry.tensorboard, stdout=recipe.telemetry.stdout,
     )
-    if main:
-        run_log.log_text("recipe", "```\n" + recipe_to_yaml(recipe) + "```")
-    peak = peak_flops_for(hardware.device_type, precision, hardware.name)
-    meter = ThroughputMeter(flops_per_token=train_flops_per_token(count_parameters(unwrapped)) / 2, peak_flops=peak)
-    # /2: in an encoder-decoder each token runs through one half of the parameters (encoder or decoder).
-    guard = NonFiniteGuard(
-        t.host_sync, t.max_nonfinite_steps, accelerator.device,
-        hint=lambda: f"lower train.lr (now {scaled_lr(t):.3g}), raise train.warmup_steps, or use bf16/fp32 instead of fp16",
-    )
-
-    # ---- the loop ---------------------------------------------------------------------------
     recipe_yaml = recipe_to_yaml(recipe)
-    started = time.time() - state.elapsed_s
-    bar = tqdm(total=total_steps, initial=state.step, disable=not (main and progress), desc="train", unit="step", dynamic_ncols=True)
+    if procs.main:
+        run_log.log_text("recipe", "```\n" + recipe_yaml + "```")
+    # /2: in an encoder-decoder each token runs through one half of the parameters (encoder or decoder).
+    meter = ThroughputMeter(
+        flops_per_token=train_flops_per_token(count_parameters(model)) / 2,
+        peak_flops=peak_flops_for(hardware.device_type, precision, hardware.name),
+    )
+    started = time.time() - state.elapsed_s  # training time over all invocations (reporting only)
     best_dir = out / "best" if (out / "best").exists() else None
     last_eval: dict[str, Any] = {}
-    stop_reason = "max_steps"
 
-    def save(tag: str = "") -> Path:
+    def save(tag: str) -> Path:
+        nonlocal saved_step
         state.elapsed_s = time.time() - started
         path = ckpt.save_checkpoint(
-            ckpt_dir, state, model=unwrapped, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-            recipe_yaml=recipe_yaml, rank=rank, world_size=world, barrier=accelerator.wait_for_everyone,
-            keep_last=t.keep_last,
+            ckpt_dir, state, model=model, states=step.state_dicts(), recipe_yaml=recipe_yaml,
+            rank=procs.rank, world_size=procs.world, keep_last=t.keep_last,
         )
-        if main:
+        saved_step = state.step
+        if procs.main:
             log.info("spellfix: saved checkpoint %s%s", path, tag)
         return path
 
     def evaluate() -> tuple[dict[str, Any], bool]:
         with _eval_autocast(hardware, precision):
-            return _evaluate_and_track(recipe, unwrapped, tokenizer, formatter, dev_rows, state, run_log, accelerator)
+            return _evaluate_and_track(recipe, model, data, state, run_log, accelerator)
 
-    step_module.train()
-    with StopFlag() as stop, run_log:
-        while state.step < total_steps:
-            epoch_plan = first_plan if state.epoch == 0 else plan(state.epoch)
-            loader = torch.utils.data.DataLoader(
-                dataset,
-                batch_sampler=MicroBatchSampler(epoch_plan, rank, world, state.step_in_epoch),
-                collate_fn=collator,
-                num_workers=t.batching.num_workers,
-                pin_memory=pinned,
-                persistent_workers=False,
-            )
-            batches = iter(loader)
-            for global_batch in epoch_plan[state.step_in_epoch :]:
-                meter.step_begin()
-                n_local = len(range(rank, len(global_batch.micro_batches), world))
-                micro = [_to_device(next(batches), accelerator.device, non_blocking=pinned) for _ in range(n_local)]
-                meter.data_ready()
+    # ---- the loop: a step, then the cadences, then the agreed stop decision ------------------
+    bar = tqdm(total=total_steps, initial=state.step, disable=not (procs.main and progress), desc="train", unit="step", dynamic_ncols=True)
+    reason: str | None = None if state.stop_reason != "early_stopping" else "early_stopping"
+    with StopFlag() as signals, run_log:
+        batches = _global_batches(data, state, procs, t, accelerator.device)
+        while reason is None and state.step < total_steps:
+            meter.step_begin()
+            global_batch, micro = next(batches)
+            meter.data_ready()
+            step.step(micro, global_batch.target_tokens)
+            state.step += 1
+            state.step_in_epoch += 1
+            state.samples_seen += global_batch.size
+            meter.step_end(samples=global_batch.size, tokens=_tokens(global_batch, data.dataset))
+            bar.update(1)
 
-                # forward/backward over this rank's micro-batches; all-reduce on the last one only
-                step_loss = torch.zeros((), device=accelerator.device)
-                for k, batch in enumerate(micro):
-                    with _grad_sync(accelerator, step_module, last=k == len(micro) - 1, enabled=t.ddp_no_sync):
-                        loss_sum = step_module(**batch)
-                        # Normalise by the whole global batch's target tokens (x world: DDP averages
-                        # gradients over ranks) so the gradient is the same for any world size.
-                        accelerator.backward(loss_sum * (world / global_batch.target_tokens))
-                    step_loss += loss_sum.detach()
-
-                # optimizer step on the fp32 master weights, skipped on every rank alike if the
-                # global loss is not finite (a scalar all-reduce: no host sync with NCCL)
-                if world > 1:
-                    step_loss = accelerator.reduce(step_loss, reduction="sum")
-                if bf16_copy:
-                    bf16_copy.grads_to_master()
-                if t.grad_clip:
-                    accelerator.clip_grad_norm_(unwrapped.parameters(), t.grad_clip)
-                guard.step(optimizer, step_loss, global_batch.target_tokens, has_scaler=scaler is not None, step=state.step)
-                if bf16_copy:
-                    bf16_copy.weights_to_compute()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                state.step += 1
-                state.step_in_epoch += 1
-                state.samples_seen += global_batch.size
-                meter.step_end(samples=global_batch.size, tokens=global_batch.target_tokens + sum(src_lens[i] for m in global_batch.micro_batches for i in m))
-                bar.update(1)
-
-                log_step = state.step % t.log_every == 0 or state.step == total_steps
-                if log_step:
-                    guard.check(state.step)
-                    _log_step(run_log, state, guard, scheduler, meter, accelerator, bar)
-                if _stop_requested(stop, accelerator, collective=log_step or t.host_sync == "every_step"):
-                    path = save(" (SIGTERM)")
-                    bar.close()
-                    raise Preempted(str(path))
-                if t.eval_every and state.step % t.eval_every == 0 and state.step < total_steps:
-                    last_eval, improved = evaluate()
-                    if improved and main:
-                        best_dir = _save_model(unwrapped, tokenizer, recipe, formatter, out / "best", last_eval)
-                    if t.early_stopping_patience and state.evals_without_improvement >= t.early_stopping_patience:
-                        stop_reason = "early_stopping"
-                if t.save_every and state.step % t.save_every == 0 and state.step < total_steps:
-                    save()
-                if t.max_minutes and time.time() - started > 60 * t.max_minutes:
-                    stop_reason = "max_minutes"
-                if stop_reason != "max_steps" or state.step >= total_steps:
-                    break
-            else:
-                state.epoch += 1
-                state.step_in_epoch = 0
-                continue
-            break
-
+            at_end = state.step >= total_steps
+            log_step = state.step % t.log_every == 0 or at_end
+            eval_step = bool(t.eval_every) and state.step % t.eval_every == 0 and not at_end
+            save_step = bool(t.save_every) and state.step % t.save_every == 0 and not at_end
+            if log_step:
+                _log_step(run_log, state, step, meter, bar)
+            if eval_step:
+                last_eval, improved = evaluate()
+                if improved and procs.main:
+                    best_dir = _save_model(model, data, recipe, out / "best", last_eval)
+            if save_step:
+                save("")
+            if not at_end and (t.host_sync == "every_step" or log_step or eval_step or save_step):
+                reason = agree(Votes(
+                    signal=signals.requested,
+                    non_finite=step.guard.exhausted(),
+                    early_stopping=procs.main and bool(t.early_stopping_patience)
+                    and state.evals_without_improvement >= t.early_stopping_patience,
+                    max_minutes=budget.spent(),
+                ), procs.world, accelerator.device)
         bar.close()
-        save(f" (final, {stop_reason})")
+
+        # ---- the stop: one checkpoint, then final models or a clean exit on every rank --------
+        state.stop_reason = reason or "max_steps"
+        if reason == "non_finite":
+            save(" (non-finite loss: the last good weights)")
+            raise step.guard.error(state.step)
+        if reason == "signal":
+            name = signal.Signals(signals.signum).name if signals.signum else "a signal to another rank"
+            raise Preempted(str(save(f" ({name})")), signals.signum)
+        if state.step != saved_step:
+            save(f" (final, {state.stop_reason})")
         last_eval, improved = evaluate()
         final_dir = None
-        if main:
+        if procs.main:
             if improved:
-                best_dir = _save_model(unwrapped, tokenizer, recipe, formatter, out / "best", last_eval)
-            final_dir = _save_model(unwrapped, tokenizer, recipe, formatter, out / "final", last_eval)
+                best_dir = _save_model(model, data, recipe, out / "best", last_eval)
+            final_dir = _save_model(model, data, recipe, out / "final", last_eval)
         accelerator.wait_for_everyone()
     elapsed = time.time() - started
-    if main:
-        log.info("spellfix: done in %.1f min (%s); final model in %s", elapsed / 60, stop_reason, final_dir)
-    return TrainResult(out, final_dir, best_dir, last_eval, state.step, elapsed)
+    if procs.main:
+        log.info("spellfix: stopped at step %d of %d (%s) after %.1f min of training; final model in %s",
+                 state.step, total_steps, state.stop_reason, elapsed / 60, final_dir)
+        if state.stop_reason == "max_minutes":
+            log.info("spellfix: train.max_minutes=%s spent: run the same command with --resume auto to continue to step %d",
+                     t.max_minutes, total_steps)
+    return TrainResult(out, final_dir, best_dir, last_eval, state.step, elapsed, state.stop_reason, total_steps)
+
+
+# ------------------------------------------------------------------------------------- setup
+
+
+@dataclass(frozen=True)
+class _Processes:
+    """This process's place in the job and the batch layout it implies."""
+
+    rank: int
+    world: int
+    main: bool
+    per_device: int
+    accum: int
+    micro_per_step: int  # fixed whatever the world size (see batching.py)
+
+    @classmethod
+    def of(cls, accelerator: Accelerator, t: TrainConfig) -> "_Processes":
+        world = accelerator.num_processes
+        per_device = t.per_device_batch_size or t.global_batch_size // world
+        micro_per_step = t.global_batch_size // max(1, per_device)
+        if not per_device or t.global_batch_size % per_device or micro_per_step % world:
+            raise ValueError(
+                f"train.global_batch_size={t.global_batch_size} must be a multiple of per_device_batch_size "
+                f"({per_device}) x world size ({world})"
+            )
+        return cls(accelerator.process_index, world, accelerator.is_main_process, per_device, micro_per_step // world, micro_per_step)
+
+
+@dataclass
+class _Data:
+    """Tokenizer, formatter, tokenized pairs, the epoch plans and the dev rows (main process)."""
+
+    recipe: Recipe
+    procs: _Processes
+    model: torch.nn.Module
+    tokenizer: Any
+    formatter: SourceFormatter
+    dataset: TokenizedPairs
+    dev_rows: list[dict[str, str]]
+    collator: PairCollator
+    steps_per_epoch: int = 0
+    _first_plan: list[GlobalBatch] | None = None
+
+    @classmethod
+    def load(cls, recipe: Recipe, out: Path, accelerator: Accelerator, procs: _Processes, progress: bool) -> "_Data":
+        queries, corrections = load_training_pairs(recipe.data, seed=recipe.train.seed)
+        formatter = SourceFormatter(recipe.data)
+        # every process annotates the same queries; split the machine's cores between them
+        sources = formatter(queries, workers=max(1, (os.cpu_count() or 1) // procs.world), progress=procs.main and progress)
+        with accelerator.main_process_first():
+            model, tokenizer = _model_and_tokenizer(recipe, out, sources + corrections, procs.main)
+        cache_dir = Path(recipe.data.cache_dir) if recipe.data.cache_dir else out / "cache"
+        with accelerator.main_process_first():
+            tokenized = tokenize_pairs(
+                sources, corrections, tokenizer,
+                max_source_length=recipe.data.max_source_length, max_target_length=recipe.data.max_target_length,
+                cache_dir=cache_dir,
+            )
+        padding = recipe.train.batching.padding == "max_length"
+        collator = PairCollator(
+            pad_id=tokenizer.pad_token_id, decoder_start_id=EOS_ID,
+            max_source_length=recipe.data.max_source_length if padding else None,
+            max_target_length=recipe.data.max_target_length if padding else None,
+        )
+        data = cls(recipe, procs, model, tokenizer, formatter, TokenizedPairs(tokenized),
+                   load_dev_rows(recipe.data, recipe.eval.limit) if procs.main else [], collator)
+        first = data.plan(0)
+        if not first:
+            raise ValueError(f"{len(data.dataset)} training pairs are fewer than one global batch ({recipe.train.global_batch_size})")
+        data.steps_per_epoch = len(first)
+        return data
+
+    def plan(self, epoch: int) -> list[GlobalBatch]:
+        t = self.recipe.train
+        if epoch == 0 and self._first_plan is not None:
+            return self._first_plan
+        plan = plan_epoch(
+            self.dataset.source_lengths, self.dataset.target_lengths,
+            global_batch_size=t.global_batch_size, micro_batches_per_step=self.procs.micro_per_step,
+            seed=t.seed, epoch=epoch,
+            group_by_length=t.batching.group_by_length, pool_factor=t.batching.pool_factor,
+            max_tokens=t.batching.max_tokens, length_key=t.batching.length_key,
+        )
+        if epoch == 0:
+            self._first_plan = plan
+        return plan
+
+
+def _global_batches(data: _Data, state: ckpt.TrainerState, procs: _Processes, t: TrainConfig,
+                    device: torch.device) -> Iterator[tuple[GlobalBatch, list[dict[str, torch.Tensor]]]]:
+    """This rank's micro-batches of each planned global batch, from ``state``'s position on; the
+    epoch advances (in ``state``) when the next batch is asked for after an epoch's last one."""
+    pinned = t.batching.pin_memory and device.type == "cuda"
+    while True:
+        epoch_plan = data.plan(state.epoch)
+        loader = torch.utils.data.DataLoader(
+            data.dataset,
+            batch_sampler=MicroBatchSampler(epoch_plan, procs.rank, procs.world, state.step_in_epoch),
+            collate_fn=data.collator, num_workers=t.batching.num_workers, pin_memory=pinned, persistent_workers=False,
+        )
+        loaded = iter(loader)
+        for global_batch in epoch_plan[state.step_in_epoch :]:
+            n_local = len(range(procs.rank, len(global_batch.micro_batches), procs.world))
+            yield global_batch, [_to_device(next(loaded), device, non_blocking=pinned) for _ in range(n_local)]
+        state.epoch += 1
+        state.step_in_epoch = 0
+
+
+def _tokens(global_batch: GlobalBatch, dataset: TokenizedPairs) -> int:
+    """Non-pad source + target tokens of a global batch (throughput accounting)."""
+    src = dataset.source_lengths
+    return global_batch.target_tokens + sum(src[i] for m in global_batch.micro_batches for i in m)
+
+
+def _restore(resume: str, ckpt_dir: Path, step: TrainStep, procs: _Processes) -> tuple[ckpt.TrainerState, Path | None]:
+    """Load the resume point into the step; every rank must see the same one (multi-node jobs need
+    the checkpoint directory on a filesystem all nodes share), else a clear error on every rank."""
+    start = _resume_point(resume, ckpt_dir)
+    if procs.world > 1:
+        seen: list[str | None] = [None] * procs.world
+        torch.distributed.all_gather_object(seen, start.name if start else None)
+        if len(set(seen)) > 1:
+            raise RuntimeError(
+                f"the ranks see different checkpoints in {ckpt_dir} ({', '.join(f'rank {r}: {s}' for r, s in enumerate(seen))}): "
+                "with several nodes the checkpoint directory must be on a filesystem they all share"
+            )
+    if start is None:
+        return ckpt.TrainerState(), None
+    state, states = ckpt.load_checkpoint(start, model=step.model, rank=procs.rank)
+    step.load_state_dicts(states)
+    if state.world_size != procs.world and procs.main:
+        log.info("spellfix: checkpoint written by %d process(es), resumed by %d (same global batch)", state.world_size, procs.world)
+    if procs.main:
+        log.info("spellfix: resumed from %s at step %d (epoch %d)", start, state.step, state.epoch)
+    return state, start
 
 
 # ------------------------------------------------------------------------------- option pieces
@@ -337,28 +393,22 @@ def check_throughput_options(t: TrainConfig, precision: str) -> None:
         raise ValueError("train.host_sync=log_steps skips non-finite steps inside fused AdamW: set train.fused_adamw to auto or on")
 
 
-def _new_accelerator(mixed_precision: str, cpu: bool) -> Accelerator:
-    """accelerate keeps one process-wide AcceleratorState that refuses a second, different
-    precision; a later ``train()`` in the same process (tests, benchmarks, notebooks) starts from a
-    fresh one. The distributed PartialState (process group) is kept."""
+def _new_accelerator(cpu: bool) -> Accelerator:
+    """accelerate sets up the processes and wraps DDP; precision is the step's job (autocast and
+    GradScaler in spellfix.training.step). accelerate keeps one process-wide AcceleratorState; a
+    later ``train()`` in the same process (tests, benchmarks, notebooks) starts from a fresh one.
+    The distributed PartialState (process group) is kept."""
     from accelerate.state import AcceleratorState, GradientState
 
     AcceleratorState._reset_state(reset_partial_state=False)
     GradientState._reset_state()
-    return Accelerator(mixed_precision=mixed_precision, cpu=cpu)
+    return Accelerator(mixed_precision="no", cpu=cpu)
 
 
 def set_attention(model: torch.nn.Module, kind: str) -> None:
     """``train.attention``: keep the model's attention kernel (auto) or pick sdpa/eager."""
     if kind != "auto":
         model.set_attn_implementation(kind)
-
-
-def _grad_sync(accelerator: Accelerator, module: torch.nn.Module, *, last: bool, enabled: bool):
-    """``train.ddp_no_sync``: no gradient all-reduce on non-final micro-batches of a step."""
-    if last or not enabled:
-        return contextlib.nullcontext()
-    return accelerator.no_sync(module)
 
 
 def _eval_autocast(hardware: Hardware, precision: str):
@@ -408,39 +458,29 @@ def _resume_point(resume: str, ckpt_dir: Path) -> Path | None:
     return path
 
 
+
 def _to_device(batch: dict[str, torch.Tensor], device: torch.device, non_blocking: bool) -> dict[str, torch.Tensor]:
     """Host -> device copy; non_blocking only from pinned memory (else it is synchronous anyway)."""
     return {k: v.to(device, non_blocking=non_blocking) for k, v in batch.items()}
 
 
-def _stop_requested(stop: StopFlag, accelerator: Accelerator, collective: bool) -> bool:
-    """All ranks must agree to stop at the same step, or the checkpoint's collectives would hang.
-
-    The agreement is a collective + host sync, so with ``host_sync=log_steps`` it runs at log steps
-    only (``collective=False`` elsewhere); one process needs no agreement.
-    """
-    if accelerator.num_processes == 1:
-        return stop.requested
-    if not collective:
-        return False
-    flag = torch.tensor([1.0 if stop.requested else 0.0], device=accelerator.device)
-    return bool(accelerator.reduce(flag, reduction="sum").item() > 0)
-
-
-def _log_step(run_log, state, guard: NonFiniteGuard, scheduler, meter, accelerator, bar) -> dict:
-    window_loss, window_tokens = guard.pop_window()  # global sums, the same on every rank
+def _log_step(run_log, state: ckpt.TrainerState, step: TrainStep, meter, bar) -> dict:
+    window_loss, window_tokens = step.guard.pop_window()  # global sums, the same on every rank
     loss = window_loss.item() / max(1.0, window_tokens.item())
-    metrics = {"loss": loss, "lr": scheduler.get_last_lr()[0], "epoch": state.epoch, **meter.pop()}
+    metrics = {"loss": loss, "lr": step.scheduler.get_last_lr()[0], "epoch": state.epoch, **meter.pop()}
+    if step.scaler is not None:
+        metrics["loss_scale"] = step.loss_scale()
     bar.set_postfix(loss=f"{loss:.3f}", sps=f"{metrics.get('samples_per_s', 0):.1f}")
     return run_log.log(state.step, metrics)
 
 
-def _evaluate_and_track(recipe, model, tokenizer, formatter, dev_rows, state, run_log, accelerator) -> tuple[dict, bool]:
-    """Generate on the dev rows (main process), log eval/* metrics, track the best score."""
+def _evaluate_and_track(recipe, model, data: _Data, state, run_log, accelerator) -> tuple[dict, bool]:
+    """Generate on the dev rows (main process), log eval/* metrics, track the best score. Only the
+    main process's state knows the score: early stopping reaches the other ranks by the stop vote."""
     improved = False
     metrics: dict[str, Any] = {}
-    if accelerator.is_main_process and dev_rows:
-        metrics = evaluate_rows(model, tokenizer, formatter, dev_rows, recipe)
+    if accelerator.is_main_process and data.dev_rows:
+        metrics = evaluate_rows(model, data.tokenizer, data.formatter, data.dev_rows, recipe)
         run_log.log(state.step, {f"eval/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))})
         score = metrics.get(recipe.eval.metric)
         if score is not None and (state.best_metric is None or score > state.best_metric):
@@ -498,12 +538,12 @@ def evaluate_rows(model, tokenizer, formatter, rows: list[dict[str, str]], recip
     return metrics
 
 
-def _save_model(model, tokenizer, recipe, formatter, path: Path, metrics: dict) -> Path:
+def _save_model(model, data: _Data, recipe, path: Path, metrics: dict) -> Path:
     import json
 
     numeric = {k: v for k, v in metrics.items() if isinstance(v, (int, float, dict))}
     return save_model_dir(
-        model, tokenizer, path,
-        settings=input_settings(recipe.data.max_source_length, formatter.settings()),
+        model, data.tokenizer, path,
+        settings=input_settings(recipe.data.max_source_length, data.formatter.settings()),
         extra_files={"recipe.yaml": recipe_to_yaml(recipe), "metrics.json": json.dumps(numeric, indent=2, default=str) + "\n"},
     )

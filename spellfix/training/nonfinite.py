@@ -10,7 +10,8 @@ counted on the device and checked at log steps. With fp16 (a GradScaler present)
 already skips steps whose gradients overflow, so only the count is kept here.
 
 Either way the loss of skipped steps is left out of the logged loss, and after
-``max_consecutive`` non-finite steps in a row training stops with :class:`NonFiniteLossError`.
+``max_consecutive`` non-finite steps in a row training stops (all ranks at the same step, after a
+checkpoint of the last good weights) with :class:`NonFiniteLossError`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ class NonFiniteLossError(RuntimeError):
 
 
 class NonFiniteGuard:
+    """Skips non-finite steps and counts them; the loop asks :meth:`exhausted` at its decision
+    steps, so the stop is agreed by every rank and saved like any other stop."""
+
     def __init__(self, mode: Literal["every_step", "log_steps"], max_consecutive: int, device: torch.device,
                  hint: Callable[[], str] = lambda: ""):
         self.mode, self.max_consecutive, self.hint = mode, max_consecutive, hint
@@ -33,33 +37,45 @@ class NonFiniteGuard:
         self.window_loss = torch.zeros((), device=device)
         self.window_tokens = torch.zeros((), device=device)
 
-    def step(self, optimizer, step_loss: torch.Tensor, target_tokens: int, *, has_scaler: bool, step: int) -> None:
-        """Run ``optimizer.step()`` unless ``step_loss`` is non-finite; accumulate the log window."""
+    def step(self, optimizer, step_loss: torch.Tensor, target_tokens: int, *, scaler=None) -> None:
+        """Run the optimizer step unless ``step_loss`` is non-finite; accumulate the log window.
+
+        With a GradScaler (fp16) the gradients were already unscaled: ``scaler.step`` skips the
+        update itself when they overflowed, and ``scaler.update`` lowers the scale. A non-finite
+        *loss* seen on the host is skipped here and lowers the scale the same way; either way the
+        scaler's per-step state is closed by an ``update``, so the next step's unscale is valid.
+        """
         if self.mode == "every_step":
             if not torch.isfinite(step_loss).item():  # the one host sync of the step
                 self.run_host += 1
                 optimizer.zero_grad(set_to_none=True)
-                self._raise_if_too_many(self.run_host, step)
+                if scaler is not None:
+                    scaler.update(scaler.get_scale() * scaler.get_backoff_factor())
                 return
             self.run_host = 0
-            optimizer.step()
+            _optimizer_step(optimizer, scaler)
             self.window_loss += step_loss
             self.window_tokens += target_tokens
             return
         finite = torch.isfinite(step_loss)
-        if not has_scaler:
+        if scaler is None:
             _inner(optimizer).found_inf = (~finite).float()
-        optimizer.step()
-        if not has_scaler:
+        _optimizer_step(optimizer, scaler)
+        if scaler is None:
             del _inner(optimizer).found_inf
         self.run = (self.run + 1) * (~finite)
         self.window_loss += torch.where(finite, step_loss, torch.zeros_like(step_loss))
         self.window_tokens += finite * target_tokens
 
-    def check(self, step: int) -> None:
-        """At log steps (log_steps mode): raise if the device-side count reached the limit."""
-        if self.mode == "log_steps":
-            self._raise_if_too_many(int(self.run.item()), step)
+    def exhausted(self) -> bool:
+        """Whether ``max_consecutive`` steps in a row were non-finite (a host read in log_steps
+        mode: call it at decision steps only). The loss is all-reduced, so every rank agrees."""
+        run = self.run_host if self.mode == "every_step" else int(self.run.item())
+        return run >= self.max_consecutive
+
+    def error(self, step: int) -> "NonFiniteLossError":
+        run = self.run_host if self.mode == "every_step" else int(self.run.item())
+        return NonFiniteLossError(f"loss was not finite for {run} consecutive steps (last at step {step}); {self.hint()}")
 
     def pop_window(self) -> tuple[torch.Tensor, torch.Tensor]:
         loss, tokens = self.window_loss.clone(), self.window_tokens.clone()
@@ -67,11 +83,13 @@ class NonFiniteGuard:
         self.window_tokens.zero_()
         return loss, tokens
 
-    def _raise_if_too_many(self, run: int, step: int) -> None:
-        if run >= self.max_consecutive:
-            raise NonFiniteLossError(
-                f"loss was not finite for {run} consecutive steps (last at step {step}); {self.hint()}"
-            )
+
+def _optimizer_step(optimizer, scaler) -> None:
+    if scaler is None:
+        optimizer.step()
+        return
+    scaler.step(optimizer)
+    scaler.update()
 
 
 def _inner(optimizer):
