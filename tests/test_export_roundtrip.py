@@ -123,7 +123,7 @@ def test_onnxruntime_greedy_is_identical_to_torch_backend_and_generate(exported,
 def test_shortlist_fallback_reruns_the_full_head_and_gives_the_same_ids(exported, ort_fixer, queries, monkeypatch):
     from spellfix.inference.backends import onnxruntime_backend
 
-    fixer = SpellCorrector(exported[0], "onnxruntime", max_new_tokens=24, backend_options={"intra_op_num_threads": 1})
+    fixer = SpellCorrector(exported[0], "onnxruntime", max_new_tokens=24, copy_verify=False, backend_options={"intra_op_num_threads": 1})
     expected = ort_fixer.generate_ids(queries[:12])
     monkeypatch.setattr(onnxruntime_backend, "accept_shortlist", lambda logits, threshold: np.zeros(len(logits), bool))
     assert fixer.generate_ids(queries[:12]) == expected
@@ -131,7 +131,7 @@ def test_shortlist_fallback_reruns_the_full_head_and_gives_the_same_ids(exported
 
 
 def test_onnxruntime_without_shortlist_gives_the_same_ids(exported, ort_fixer, queries):
-    fixer = SpellCorrector(exported[0], "onnxruntime", max_new_tokens=24, backend_options={"use_shortlist": False})
+    fixer = SpellCorrector(exported[0], "onnxruntime", max_new_tokens=24, copy_verify=False, backend_options={"use_shortlist": False})
     assert fixer.backend.shortlist is None
     assert fixer.generate_ids(queries) == ort_fixer.generate_ids(queries)
 
