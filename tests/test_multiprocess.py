@@ -144,8 +144,15 @@ def test_sigterm_to_torchrun_checkpoints_once_on_agreement_of_both_ranks_and_the
 
 
 def summaries(proc: subprocess.CompletedProcess) -> list[dict]:
-    """The JSON summary line each rank's ``spellfix train`` printed."""
-    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith('{"output_dir"')]
+    """The JSON summary each rank's ``spellfix train`` printed. Two ranks share the pipe: a summary
+    is one write, but its newline is another, so two summaries can share a line — decode each where
+    it starts."""
+    decoder, marker, out, start = json.JSONDecoder(), '{"output_dir"', [], 0
+    while (start := proc.stdout.find(marker, start)) >= 0:
+        summary, end = decoder.raw_decode(proc.stdout, start)
+        out.append(summary)
+        start = end
+    return out
 
 
 def test_early_stopping_on_two_processes_stops_both_ranks_at_the_same_step(tmp_path):
