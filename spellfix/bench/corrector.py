@@ -36,7 +36,6 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from spellfix.lexical.normalize import normalize_query
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +65,8 @@ class System:
     decoder_calls: Callable[[], int] = lambda: 0
     calls_counted: bool = False
     clear_caches: Callable[[], None] = lambda: None
+    #: switch to the batched phase: ``threads`` intra-op threads, ``batch_size`` queries per batch
+    batched: Callable[[int, int], None] = lambda threads, batch_size: None
     latencies_ms: list[float] = field(default_factory=list)
     batched_qps: list[float] = field(default_factory=list)
     calls: int = 0
@@ -123,19 +124,27 @@ def _set_decoder_start(ct2_dir: Path, model_dir: Path) -> None:
 
 def _spellfix_system(name: str, export_dir: Path, precision: str, threads: int, **options: Any) -> System:
     from spellfix.inference import SpellCorrector
+    from spellfix.inference.backends.onnxruntime_backend import OnnxRuntimeBackend
 
-    corrector = SpellCorrector(
-        export_dir,
-        backend="onnxruntime",
-        precision=precision,
-        backend_options={"intra_op_num_threads": threads, "session_options": ORT_SESSION_OPTIONS},
-        **options,
-    )
-    counter = _CallCounter(corrector.backend)
-    corrector.backend = counter
-    system = System(name, corrector.correct, lambda: counter.calls, calls_counted=True, clear_caches=corrector.clear_caches)
-    system.corrector = corrector  # type: ignore[attr-defined]  # threads are switched per phase
-    return system
+    engine_options = {"intra_op_num_threads": threads, "session_options": ORT_SESSION_OPTIONS}
+    corrector = SpellCorrector(export_dir, backend="onnxruntime", precision=precision, backend_options=engine_options, **options)
+    onnx_dir = corrector.backend.onnx_dir
+    corrector.backend = _CallCounter(corrector.backend)
+    calls_before = 0  # decoder calls of the engines replaced so far
+
+    def use_engine(engine_threads: int) -> None:
+        nonlocal calls_before
+        calls_before += corrector.backend.calls
+        corrector.backend = _CallCounter(OnnxRuntimeBackend(onnx_dir, intra_op_num_threads=engine_threads, session_options=ORT_SESSION_OPTIONS))
+
+    def batched(engine_threads: int, batch_size: int) -> None:
+        use_engine(engine_threads)
+        corrector.batch_size = batch_size
+
+    return System(
+        name, corrector.correct, lambda: calls_before + corrector.backend.calls, calls_counted=True,
+        clear_caches=corrector.clear_caches, batched=batched,
+    )  # fmt: skip
 
 
 class _CallCounter:
@@ -168,43 +177,26 @@ def _ctranslate2_system(name: str, export_dir: Path, ct2_dir: Path, precision: s
     text_side = SpellCorrector(export_dir, backend="onnxruntime", acceptance=None, copy_margin=None)  # its tokenizer and annotator
     tokenizer = text_side.tokenizer
     max_new = text_side.options.max_new_tokens
+    translator: Any = None
+
+    def use_engine(engine_threads: int) -> None:
+        nonlocal translator
+        compute_type = "float32" if precision == "fp32" else "int8"
+        translator = ctranslate2.Translator(str(ct2_dir), device="cpu", compute_type=compute_type, inter_threads=1, intra_threads=engine_threads)
 
     def correct(queries: list[str]) -> list[str]:
         texts = text_side.encoder_texts(queries)
         keep = [i for i, t in enumerate(texts) if t]
         ids = tokenizer.encode_ids([texts[i] for i in keep])
         source = [[tokenizer.tokenizer.id_to_token(i) for i in row] for row in ids]
-        results = system.translator.translate_batch(source, beam_size=1, max_decoding_length=max_new, max_batch_size=32) if source else []
+        results = translator.translate_batch(source, beam_size=1, max_decoding_length=max_new, max_batch_size=32) if source else []
         out = [""] * len(queries)
         for i, result in zip(keep, results):
             out[i] = " ".join(tokenizer.tokenizer.decode([tokenizer.tokenizer.token_to_id(t) for t in result.hypotheses[0]]).split())
         return out
 
-    system = System(name, correct, clear_caches=text_side.clear_caches)
-    system.ct2 = (ct2_dir, precision)  # type: ignore[attr-defined]
-    _set_threads(system, threads)
-    return system
-
-
-def _set_threads(system: System, threads: int) -> None:
-    """Rebuild the system's engine with ``threads`` intra-op threads (batch 1 runs at 1 thread)."""
-    if hasattr(system, "corrector"):
-        from spellfix.inference.backends.onnxruntime_backend import OnnxRuntimeBackend
-
-        corrector = system.corrector  # type: ignore[attr-defined]
-        onnx_dir = corrector.backend.inner.onnx_dir
-        counter = _CallCounter(OnnxRuntimeBackend(onnx_dir, intra_op_num_threads=threads, session_options=ORT_SESSION_OPTIONS))
-        counter.calls = corrector.backend.calls
-        corrector.backend = counter
-        system.decoder_calls = lambda: counter.calls
-    elif hasattr(system, "ct2"):
-        import ctranslate2
-
-        ct2_dir, precision = system.ct2  # type: ignore[attr-defined]
-        translator = ctranslate2.Translator(
-            str(ct2_dir), device="cpu", compute_type="float32" if precision == "fp32" else "int8", inter_threads=1, intra_threads=threads
-        )
-        system.translator = translator  # type: ignore[attr-defined]
+    use_engine(threads)
+    return System(name, correct, clear_caches=text_side.clear_caches, batched=lambda engine_threads, _: use_engine(engine_threads))
 
 
 def build_systems(names: Sequence[str], export_dir: Path, ct2: dict[str, Path], threads: int) -> list[System]:
@@ -238,17 +230,12 @@ def load_rows(path: Path) -> list[dict[str, str]]:
 
 
 def accuracy(rows: Sequence[dict[str, str]], outputs: Sequence[str]) -> dict[str, float]:
-    """Fixed (misspelled rows answered exactly) and changed (correct rows not left alone), in %."""
-    fixed = changed = misspelled = correct = 0
-    for row, output in zip(rows, outputs):
-        query, reference, output = (normalize_query(x) for x in (row["query"], row["correction"], output))
-        if query == reference:
-            correct += 1
-            changed += output != query
-        else:
-            misspelled += 1
-            fixed += output == reference
-    return {"fixed_pct": round(100 * fixed / max(misspelled, 1), 2), "changed_pct": round(100 * changed / max(correct, 1), 2)}
+    """Fixed (misspelled rows answered exactly) and changed (correct rows not left alone), in %,
+    by the project's one scorer (``spellfix.evaluation.compute_metrics``)."""
+    from spellfix.evaluation import compute_metrics
+
+    metrics = compute_metrics([r["query"] for r in rows], outputs, [r["correction"] for r in rows])
+    return {"fixed_pct": round(100 * metrics["exact_match_misspelled"], 2), "changed_pct": round(100 * metrics["false_positive_rate"], 2)}
 
 
 def _versions() -> dict[str, str]:
@@ -310,9 +297,7 @@ def run_corrector_benchmark(
             system.queries_seen += len(chunk)
     outputs: dict[str, list[str]] = {}
     for system in built:
-        _set_threads(system, threads)
-        if hasattr(system, "corrector"):
-            system.corrector.batch_size = batch_size  # type: ignore[attr-defined]
+        system.batched(threads, batch_size)
     for r in range(rounds):  # batched, `threads` threads, all of dev
         for system in built:
             progress(f"batched, round {r + 1}/{rounds}: {system.name}")
@@ -355,18 +340,11 @@ def run_corrector_benchmark(
         "date": time.strftime("%Y-%m-%d"),
     }
     if output_dir is not None:
-        write_report(report, Path(output_dir), name)
+        from spellfix.fsutil import write_json_atomic, write_text_atomic
+
+        write_json_atomic(Path(output_dir) / f"{name}.json", report)
+        write_text_atomic(Path(output_dir) / f"{name}.md", render_markdown(report))
     return report
-
-
-def write_report(report: dict[str, Any], output_dir: Path, name: str) -> None:
-    from spellfix.fsutil import write_json_atomic
-
-    output_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(output_dir / f"{name}.json", report)
-    tmp = output_dir / f".{name}.md.tmp"
-    tmp.write_text(render_markdown(report), encoding="utf-8")
-    os.replace(tmp, output_dir / f"{name}.md")
 
 
 def render_markdown(report: dict[str, Any]) -> str:

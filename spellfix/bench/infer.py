@@ -548,18 +548,11 @@ def run_infer_benchmark(
         "versions": _versions(),
     }
     if output_dir is not None:
-        write_report(report, Path(output_dir), name)
+        from spellfix.fsutil import write_json_atomic, write_text_atomic
+
+        write_json_atomic(Path(output_dir) / f"{name}.json", report)
+        write_text_atomic(Path(output_dir) / f"{name}.md", render_markdown(report))
     return report["entries"]
-
-
-def write_report(report: dict[str, Any], output_dir: Path, name: str) -> None:
-    from spellfix.fsutil import write_json_atomic
-
-    output_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(output_dir / f"{name}.json", report)
-    tmp = output_dir / f".{name}.md.tmp"
-    tmp.write_text(render_markdown(report), encoding="utf-8")
-    os.replace(tmp, output_dir / f"{name}.md")
 
 
 def render_markdown(report: dict[str, Any]) -> str:
