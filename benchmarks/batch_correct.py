@@ -26,6 +26,8 @@ from typing import Any, Callable
 
 from spellfix.batch.formats import Layout, plan_parts
 from spellfix.batch.worker import ModelSpec, PartResult
+from spellfix.export.cache import cached_export
+from spellfix.shipped import resolve_model_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,15 +63,15 @@ def time_engine(run: Callable[..., None], layout: Layout, model: ModelSpec, part
     }
 
 
-def time_ctranslate2(model_dir: Path, queries: list[str], threads: int, work: Path) -> dict[str, Any]:
+def time_ctranslate2(model_dir: Path, queries: list[str], threads: int, work: Path, compute_type: str) -> dict[str, Any]:
     import ctranslate2
     from tokenizers import Tokenizer
 
     from spellfix.bench.infer import convert_ctranslate2
 
-    ct2_dir = convert_ctranslate2(model_dir, work / "ct2", "float32")
+    ct2_dir = convert_ctranslate2(model_dir, work / "ct2", compute_type)
     tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-    translator = ctranslate2.Translator(str(ct2_dir), device="cpu", compute_type="float32", inter_threads=1, intra_threads=threads)
+    translator = ctranslate2.Translator(str(ct2_dir), device="cpu", compute_type=compute_type, inter_threads=1, intra_threads=threads)
     sources = [["<s>", *tokenizer.encode(q, add_special_tokens=False).tokens, "</s>"] for q in queries]
     start = time.perf_counter()
     outputs = [r.hypotheses[0] for r in translator.translate_iterable(
@@ -102,6 +104,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=50_000, help="lines in the generated log")
     parser.add_argument("--limit", type=int, help="time only the first N lines (default: all)")
     parser.add_argument("--part-rows", type=int, default=200)
+    parser.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "torch"], help="onnxruntime: the fast corrector (exported once, spellfix.export.cache)")
+    parser.add_argument("--precision", default="int8", choices=["fp32", "int8"], help="onnxruntime graphs; CTranslate2 runs the same precision")
     parser.add_argument("--systems", default="spellfix-1,spellfix-2,spellfix-ray-2,ctranslate2,symspell")
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "batch_correct.json"))
     args = parser.parse_args()
@@ -116,12 +120,13 @@ def main() -> None:
         queries = log.read_text(encoding="utf-8").splitlines()
         plan = plan_parts(log, "text", "query", args.part_rows)
         layout = Layout(str(log), "text", "query", "correction", 256)
-        report: dict[str, Any] = {"log_rows": args.rows, "timed_rows": len(queries), "part_rows": args.part_rows, "machine_before": machine(), "results": []}
+        runtime_model = str(cached_export(args.model)) if args.backend == "onnxruntime" else args.model
+        report: dict[str, Any] = {"backend": args.backend, "precision": args.precision, "log_rows": args.rows, "timed_rows": len(queries), "part_rows": args.part_rows, "machine_before": machine(), "results": []}
         for name in systems:
             print(f"running {name} ...", flush=True)
             if name.startswith("spellfix"):
                 workers = int(name.rsplit("-", 1)[1])
-                model = ModelSpec(args.model, threads=1)
+                model = ModelSpec(runtime_model, backend=args.backend, precision=args.precision if args.backend == "onnxruntime" else "fp32", threads=1)
                 if "ray" in name:
                     from spellfix.batch.ray_engine import run_ray as run
                 else:
@@ -129,7 +134,7 @@ def main() -> None:
                 entry = time_engine(run, layout, model, plan.parts, workers)
                 entry.update(workers=workers, threads_per_worker=1, engine="ray" if "ray" in name else "local")
             elif name == "ctranslate2":
-                entry = time_ctranslate2(Path(args.model), queries, threads=1, work=work)
+                entry = time_ctranslate2(Path(resolve_model_dir(args.model)), queries, threads=1, work=work, compute_type="int8" if args.precision == "int8" else "float32")
                 entry.update(threads=1, note="plain greedy on the raw query (no candidates, no acceptance rule)")
             elif name == "symspell":
                 entry = time_symspell(queries)
@@ -147,7 +152,9 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     rows = [f"| {e['name']} | {e['queries_per_s']} | {e.get('startup_s', '-')} | {e['rows']} |" for e in report["results"]]
-    md = ["| system | queries/s (steady) | start-up s | rows |", "| --- | --- | --- | --- |", *rows, "",
+    md = [f"spellfix: `SpellCorrector(backend={args.backend!r}, precision={args.precision!r})`, 1 thread per worker, the shipped rule; "
+          f"{report['timed_rows']} of {args.rows} log lines timed, parts of {args.part_rows} rows.", "",
+          "| system | queries/s (steady) | start-up s | rows |", "| --- | --- | --- | --- |", *rows, "",
           f"CPU: {report['machine_before']['cpu']} ({report['machine_before']['cores']} cores); load average (1 min) "
           f"{report['machine_before']['loadavg_1m']} before, {report['machine_after']['loadavg_1m']} after."]
     if "scaling_2_vs_1_workers" in report:

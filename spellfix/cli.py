@@ -180,12 +180,25 @@ def cmd_correct(args: argparse.Namespace) -> int:
         return _correct_file(args)
     from spellfix.inference import SpellCorrector
 
-    fixer = SpellCorrector(args.model, backend=args.backend, num_beams=args.num_beams, batch_size=args.batch_size, **_copy_margins(args.copy_margin))
+    fixer = SpellCorrector(
+        _runtime_model(args), backend=args.backend, precision=args.precision, num_beams=args.num_beams, batch_size=args.batch_size,
+        **_copy_margins(args.copy_margin),
+    )
     if args.queries:
         for fixed in fixer.correct(args.queries):
             print(fixed)
         return 0
     return _correct_stdin(fixer, args.max_chars)
+
+
+def _runtime_model(args: argparse.Namespace) -> str:
+    """--model for --backend: the onnxruntime backend runs an export dir, made once per model dir
+    (``spellfix.export.cache``) when a model dir or shipped name is given."""
+    if args.backend != "onnxruntime":
+        return args.model
+    from spellfix.export.cache import cached_export
+
+    return str(cached_export(args.model))
 
 
 def _correct_stdin(fixer: object, max_chars: int) -> int:
@@ -217,7 +230,7 @@ def _correct_file(args: argparse.Namespace) -> int:
     workers = args.workers
     threads = args.threads or max(1, (os.cpu_count() or 1) // workers)
     model = ModelSpec(
-        args.model, backend=args.backend, batch_size=args.batch_size, threads=threads,
+        _runtime_model(args), backend=args.backend, precision=args.precision, batch_size=args.batch_size, threads=threads,
         corrector_options={"num_beams": args.num_beams, **_copy_margins(args.copy_margin)},
     )
     summary = correct_file(
@@ -409,7 +422,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("correct", help="correct queries given as arguments or on stdin")
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"model dir, export dir, shipped model name or hub id (default: the shipped {DEFAULT_MODEL})")
-    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"])
+    p.add_argument(
+        "--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"],
+        help="torch (default), onnxruntime (the fast CPU runtime: a model dir or shipped name is exported once into "
+        "$SPELLFIX_CACHE, default ~/.cache/spellfix) or tensorrt (an export dir with engines)",
+    )
+    p.add_argument("--precision", default="fp32", choices=["fp32", "int8", "fp16"], help="onnxruntime: fp32 or int8 graphs; tensorrt: fp16")
     p.add_argument("--num-beams", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=32, help="queries per decoding batch")
     _add_copy_margin(p)

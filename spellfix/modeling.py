@@ -31,6 +31,7 @@ from transformers import (
 
 from typing import TYPE_CHECKING
 
+from spellfix import shipped
 from spellfix.shipped import shipped_root
 
 if TYPE_CHECKING:
@@ -163,24 +164,9 @@ SHIPPED_MODELS_DIR = shipped_root() / "models"
 
 
 def resolve_model_dir(path: str | Path) -> str | Path:
-    """Map a training output dir or export dir to the directory that holds the weights.
-
-    `M` in the CLI may be a training output dir (-> best/ or final/), a checkpoint dir, an export dir
-    (-> hf/), the name of a model shipped in ``models/`` (e.g. ``spell-small-cpu``), or a hub id
-    (returned unchanged).
-    """
-    p = Path(path)
-    if not p.exists():
-        shipped = SHIPPED_MODELS_DIR / str(path)
-        if "/" not in str(path) and (shipped / "config.json").is_file():
-            return shipped
-        return str(path)  # hub id
-    if (p / "config.json").exists():
-        return p
-    for sub in ("best", "final", "hf"):
-        if (p / sub / "config.json").exists():
-            return p / sub
-    raise FileNotFoundError(f"{p}: no model found (expected config.json in it or in best/, final/ or hf/)")
+    """Map a training output dir, export dir or shipped model name to the directory that holds the
+    weights (``spellfix.shipped.resolve_model_dir``; a hub id is returned unchanged)."""
+    return shipped.resolve_model_dir(path, SHIPPED_MODELS_DIR)
 
 
 def count_parameters(model: torch.nn.Module) -> int:

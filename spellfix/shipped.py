@@ -35,3 +35,24 @@ def shipped_root() -> Path:
     if (_CHECKOUT / "pyproject.toml").is_file() and (_CHECKOUT / "recipes").is_dir():
         return _CHECKOUT
     return PACKAGED_DIR
+
+
+def resolve_model_dir(path: str | Path, models_dir: Path | None = None) -> str | Path:
+    """Map a training output dir or export dir to the directory that holds the weights.
+
+    `M` in the CLI may be a training output dir (-> best/ or final/), a checkpoint dir, an export dir
+    (-> hf/), the name of a model shipped in ``models/`` (``models_dir``, default the shipped root's;
+    e.g. ``spell-small-cpu``), or a hub id (returned unchanged). No torch: the runtime resolves names too.
+    """
+    p = Path(path)
+    if not p.exists():
+        shipped = (models_dir or shipped_root() / "models") / str(path)
+        if "/" not in str(path) and (shipped / "config.json").is_file():
+            return shipped
+        return str(path)  # hub id
+    if (p / "config.json").exists():
+        return p
+    for sub in ("best", "final", "hf"):
+        if (p / sub / "config.json").exists():
+            return p / sub
+    raise FileNotFoundError(f"{p}: no model found (expected config.json in it or in best/, final/ or hf/)")

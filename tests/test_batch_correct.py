@@ -44,8 +44,8 @@ def _log(path: Path) -> tuple[Path, dict[int, str]]:
     return path, bad
 
 
-def _cli(*args: str, **kwargs) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+def _cli(*args: str, env: dict[str, str] | None = None, **kwargs) -> subprocess.Popen:
+    env = {**(env or os.environ), "PYTHONPATH": str(Path(__file__).resolve().parents[1]) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     return subprocess.Popen([sys.executable, "-m", "spellfix.cli", "correct", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
 
 
@@ -191,3 +191,30 @@ def test_ray_engine_gives_the_same_output_as_the_local_engine(tiny_model, tmp_pa
     ray_summary = correct_file(log, tmp_path / "ray.txt", _model(tiny_model), part_rows=500, workers=2, engine="ray", progress=False)
     assert (tmp_path / "ray.txt").read_bytes() == (tmp_path / "local.txt").read_bytes()
     assert ray_summary.bad == local.bad and len(local.bad) == 60
+
+
+def test_fast_corrector_on_the_shipped_model_is_exported_once_and_answers_as_in_process(shipped_export, tmp_path):
+    """The path a user correcting a log takes: the shipped, calibrated model by name with the fast
+    runtime, 2 worker processes. The export is made once into $SPELLFIX_CACHE, and the job's answers
+    are the in-process corrector's on an export of the same weights."""
+    from spellfix.inference import SpellCorrector
+
+    queries = [json.loads(line)["query"] for line in (Path(__file__).resolve().parents[1] / "data" / "dev.jsonl").open()][::11][:300]
+    log = tmp_path / "log.txt"
+    log.write_text("\n".join(queries) + "\n", encoding="utf-8")
+    env = {**os.environ, "SPELLFIX_CACHE": str(tmp_path / "cache")}
+    common = ["--model", "spell-small-cpu", "--backend", "onnxruntime"]
+    proc = _cli(*common, "--input", str(log), "--output", str(tmp_path / "out.txt"), "--workers", "2", "--threads", "1", "--part-rows", "50", "--no-progress", env=env)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err.decode()
+    assert b"exporting" in err
+    assert [p.name.split("-")[0] for p in (tmp_path / "cache" / "exports").iterdir()] == ["spell"]
+    expected = SpellCorrector(shipped_export, backend="onnxruntime").correct(queries)
+    assert (tmp_path / "out.txt").read_text(encoding="utf-8").splitlines() == expected
+    assert sum(q != e for q, e in zip(queries, expected)) > 30  # the rule corrects: the comparison is not copy == copy
+
+    proc = _cli(*common, "--precision", "int8", "wireles hedphones", env=env)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err.decode()
+    assert b"exporting" not in err  # the cached export, int8 graphs included
+    assert out.decode().split() == ["wireless", "headphones"]

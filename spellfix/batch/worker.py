@@ -20,6 +20,7 @@ class ModelSpec:
 
     model: str
     backend: str = "torch"
+    precision: str = "fp32"
     batch_size: int = 32
     threads: int = 1
     corrector_options: dict[str, Any] = field(default_factory=dict)
@@ -44,7 +45,7 @@ def load_corrector(spec: ModelSpec) -> Any:
     elif spec.backend == "onnxruntime":
         options["intra_op_num_threads"] = spec.threads
     return SpellCorrector(
-        spec.model, backend=spec.backend, batch_size=spec.batch_size, backend_options=options,
+        spec.model, backend=spec.backend, precision=spec.precision, batch_size=spec.batch_size, backend_options=options,
         on_overlong="error", **spec.corrector_options,
     )
 

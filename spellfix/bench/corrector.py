@@ -22,7 +22,6 @@ model, load average before and after) is recorded: the 2-core machines this runs
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -85,20 +84,16 @@ def require_ctranslate2() -> Any:
 
 
 def prepare(model: str | Path, work_dir: Path, progress: Callable[[str], None]) -> tuple[Path, Path, dict[str, Path]]:
-    """The model dir, its export (hf, onnx, onnx-int8) and the CTranslate2 conversions, cached in
-    ``work_dir`` by the model's weights and its ``spellfix.json`` (a re-calibrated rule is a new export)."""
+    """The model dir, its export (hf, onnx, onnx-int8: ``spellfix.export.cache``) and the CTranslate2
+    conversions, cached in ``work_dir`` under the same key (a re-calibrated rule is a new export)."""
     from spellfix.bench.infer import convert_ctranslate2
-    from spellfix.export import export
-    from spellfix.modeling import resolve_model_dir
+    from spellfix.export.cache import cached_export, source_key
+    from spellfix.shipped import resolve_model_dir
 
     model_dir = Path(resolve_model_dir(model))
-    settings = hashlib.sha256((model_dir / "spellfix.json").read_bytes()).hexdigest()[:12]
-    stamp = f"{model_dir.name}-{int((model_dir / 'model.safetensors').stat().st_mtime)}-{settings}"
-    base = work_dir / stamp
-    export_dir = base / "export"
-    if not (export_dir / "manifest.json").is_file() or not (export_dir / "onnx-int8").is_dir():
-        progress(f"exporting {model_dir} -> {export_dir}")
-        export(model_dir, export_dir, formats=["hf", "onnx", "onnx-int8"])
+    progress(f"export of {model_dir} (made once, then cached)")
+    export_dir = cached_export(model_dir)
+    base = work_dir / f"{model_dir.name}-{source_key(model_dir)}"
     ct2 = {}
     for precision in PRECISIONS:
         path = base / f"ct2-{precision}"
