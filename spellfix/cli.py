@@ -194,6 +194,8 @@ def cmd_correct(args: argparse.Namespace) -> int:
 def _runtime_model(args: argparse.Namespace) -> str:
     """--model for --backend: the onnxruntime backend runs an export dir, made once per model dir
     (``spellfix.export.cache``) when a model dir or shipped name is given."""
+    if args.backend == "torch" and args.precision != "fp32":
+        raise ValueError(f"--precision {args.precision} needs --backend onnxruntime (int8) or tensorrt (fp16); torch runs fp32")
     if args.backend != "onnxruntime":
         return args.model
     from spellfix.export.cache import cached_export

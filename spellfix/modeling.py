@@ -32,7 +32,6 @@ from transformers import (
 from typing import TYPE_CHECKING
 
 from spellfix import shipped
-from spellfix.shipped import shipped_root
 
 if TYPE_CHECKING:
     from spellfix.config import ModelConfig
@@ -160,7 +159,7 @@ def load_pretrained(path: str | Path, dropout: float | None = None) -> tuple[Pre
 
 #: models shipped with the repository (``models/<name>/``, or in a wheel: spellfix.shipped), loadable by
 #: name: ``--model spell-small-cpu``
-SHIPPED_MODELS_DIR = shipped_root() / "models"
+SHIPPED_MODELS_DIR = shipped.shipped_root() / "models"
 
 
 def resolve_model_dir(path: str | Path) -> str | Path:

@@ -87,13 +87,13 @@ def prepare(model: str | Path, work_dir: Path, progress: Callable[[str], None]) 
     """The model dir, its export (hf, onnx, onnx-int8: ``spellfix.export.cache``) and the CTranslate2
     conversions, cached in ``work_dir`` under the same key (a re-calibrated rule is a new export)."""
     from spellfix.bench.infer import convert_ctranslate2
-    from spellfix.export.cache import cached_export, source_key
+    from spellfix.export.cache import cached_export
     from spellfix.shipped import resolve_model_dir
 
     model_dir = Path(resolve_model_dir(model))
     progress(f"export of {model_dir} (made once, then cached)")
     export_dir = cached_export(model_dir)
-    base = work_dir / f"{model_dir.name}-{source_key(model_dir)}"
+    base = work_dir / export_dir.name  # the export's content key: the conversions follow the same weights
     ct2 = {}
     for precision in PRECISIONS:
         path = base / f"ct2-{precision}"

@@ -56,8 +56,7 @@ def cached_export(model: str | Path, formats: Sequence[str] = RUNTIME_FORMATS, *
     holding ``formats``; exported on first use. An export dir is returned as it is."""
     if layout.is_export_dir(Path(model)):
         return Path(model)
-    resolved = resolve_model_dir(model)
-    model_dir = Path(resolved)
+    model_dir = Path(resolve_model_dir(model))
     if not model_dir.is_dir():
         raise FileNotFoundError(f"{model}: not a model dir, export dir or shipped model name (hub ids are exported with `spellfix export`)")
     root = (cache_dir or cache_root()) / "exports"
@@ -73,6 +72,6 @@ def cached_export(model: str | Path, formats: Sequence[str] = RUNTIME_FORMATS, *
 
 
 def _holds(export_dir: Path, formats: Sequence[str]) -> bool:
-    """A complete export (its manifest written last) with a directory per asked-for format."""
-    dirs = {"hf": layout.HF_DIR, **{f"onnx{'' if p == 'fp32' else '-' + p}": name for p, name in layout.ONNX_DIRS.items()}}
-    return layout.is_export_dir(export_dir) and all((export_dir / dirs.get(f, f)).is_dir() for f in formats)
+    """A complete export (its manifest written last) with each asked-for format's directory
+    (an export names its directories after the formats: ``hf/``, ``onnx/``, ``onnx-int8/``)."""
+    return layout.is_export_dir(export_dir) and all((export_dir / f).is_dir() for f in formats)
