@@ -146,7 +146,7 @@ def profile(args: argparse.Namespace) -> int:
     data = prepare_data(work, args.pairs or 4096)
     variants = {
         "spellfix (recipe)": {},
-        "trainer-like (autocast, full logits)": {"train.loss": "full-logits"},
+        "trainer-like (autocast, full logits, SDPA)": {"train.loss": "full-logits", "train.attention": "sdpa"},
         "spellfix bf16_weights=true (pure bf16)": {"train.bf16_weights": True},
     }
     results = {name: profile_step(data, overrides, threads=args.threads) for name, overrides in variants.items()}
@@ -181,9 +181,9 @@ def step_ab(args: argparse.Namespace) -> int:
     pairs = {
         "loss": {"spellfix": {}, "loss=full-logits": {"train.loss": "full-logits"}},
         "precision": {"spellfix": {}, "bf16_weights=true (pure bf16)": {"train.bf16_weights": True}},
-        "attention": {"spellfix": {}, "attention=eager": {"train.attention": "eager"}},
+        "attention": {"spellfix": {}, "attention=sdpa": {"train.attention": "sdpa"}},
         "optimizer": {"spellfix": {}, "fused_adamw=off": {"train.fused_adamw": "off", "train.host_sync": "every_step"}},
-        "trainer-like step": {"spellfix": {}, "full logits": {"train.loss": "full-logits"}},
+        "trainer-like step": {"spellfix": {}, "full logits + SDPA": {"train.loss": "full-logits", "train.attention": "sdpa"}},
     }
     results: dict = {"padding": padding_table(data)}
     for title, variants in pairs.items():

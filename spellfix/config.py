@@ -186,6 +186,11 @@ class TrainConfig:
         "counted and checked at log steps; ranks agree on SIGTERM at log steps).",
         default="every_step",
     )
+    cpu_allocator: Literal["retain", "system"] = _help(
+        "CPU training on glibc: retain = large tensors come from the heap and freed memory is kept for the "
+        "next step (no fresh page faults every step; given back when training ends); system = glibc's defaults.",
+        default="retain",
+    )
     ddp_no_sync: bool = _help(
         "Skip the gradient all-reduce on all but the last micro-batch of a step (DDP no_sync).", default=True
     )

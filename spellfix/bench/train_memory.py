@@ -81,14 +81,18 @@ def saved_activation_bytes(model, batch: int, source_length: int, target_length:
     return sum(seen.values())
 
 
-def loss_buffer_bytes(loss: str, tokens: int, vocab: int, half_bytes: int = 2) -> int:
+def loss_buffer_bytes(loss: str, tokens: int, vocab: int, precision: str = "fp16") -> int:
     """Peak extra bytes of the loss: full-logits keeps half-precision logits, their fp32 upcast and
-    the fp32 log-softmax for backward; fused-head holds one fp32 chunk of 2^25 logits + its half copy."""
-    from spellfix.training.loss import CHUNK_ELEMENTS
+    the fp32 log-softmax for backward; fused-head holds one fp32 chunk of logits, plus (bf16/fp32,
+    where gradients are formed in the forward pass) the tokens x vocab logit gradient in the compute
+    dtype while it lasts; fp16 recomputes chunk by chunk in backward instead."""
+    from spellfix.training.loss import CHUNK_ROWS
 
+    half_bytes = 4 if precision == "fp32" else 2
     if loss == "full-logits":
         return tokens * vocab * (half_bytes + 4 + 4)
-    return min(tokens * vocab, CHUNK_ELEMENTS) * (4 + half_bytes)
+    chunk = min(tokens, CHUNK_ROWS) * vocab * (4 + half_bytes)
+    return chunk if precision == "fp16" else chunk + tokens * vocab * half_bytes
 
 
 def estimate(recipe_name: str = "bart-base-8xv100", *, probe_batch: int = 1, device_gb: float = 16.0,
@@ -124,7 +128,7 @@ def estimate(recipe_name: str = "bart-base-8xv100", *, probe_batch: int = 1, dev
         adam_gb=2 * weights / GB,
         half_weight_cache_gb=(half * n / GB) if precision != "fp32" else 0.0,
         activations_gb=act / GB,
-        loss_buffers_gb=loss_buffer_bytes(loss, batch * d.max_target_length, BART_BASE_SHAPE["vocab_size"], half) / GB,
+        loss_buffers_gb=loss_buffer_bytes(loss, batch * d.max_target_length, BART_BASE_SHAPE["vocab_size"], precision) / GB,
         cuda_context_gb=CUDA_CONTEXT_GB,
     )
     total = sum(budget.values())

@@ -11,7 +11,8 @@ their measured effect): length grouping / dynamic padding / token budgets (``tra
 spellfix.data.batching), the fused LM head + loss (``train.loss``, spellfix.training.loss), bf16
 compute weights with fp32 masters (``train.bf16_weights``, spellfix.training.precision), fused
 AdamW (``train.fused_adamw``), ``train.compile``, ``train.attention``, DataLoader workers + pinned
-memory + non-blocking copies, no host sync between log steps (``train.host_sync``,
+memory + non-blocking copies, a CPU heap that keeps freed memory between steps
+(``train.cpu_allocator``, spellfix.training.allocator), no host sync between log steps (``train.host_sync``,
 spellfix.training.nonfinite) and ``no_sync`` during accumulation (``train.ddp_no_sync``).
 """
 
@@ -48,6 +49,7 @@ from spellfix.modeling import (
     train_byte_bpe_tokenizer,
 )
 from spellfix.training import checkpoint as ckpt
+from spellfix.training.allocator import cpu_heap
 from spellfix.training.hardware import Hardware, HardwareError, check_hardware
 from spellfix.training.nonfinite import NonFiniteLossError, supports_found_inf
 from spellfix.training.optim import scaled_lr
@@ -181,7 +183,7 @@ def train(
     # ---- the loop: a step, then the cadences, then the agreed stop decision ------------------
     bar = tqdm(total=total_steps, initial=state.step, disable=not (procs.main and progress), desc="train", unit="step", dynamic_ncols=True)
     reason: str | None = None if state.stop_reason != "early_stopping" else "early_stopping"
-    with StopFlag() as signals, run_log:
+    with StopFlag() as signals, run_log, cpu_heap(t.cpu_allocator, hardware.device_type):
         batches = _global_batches(data, state, procs, t, accelerator.device)
         while reason is None and state.step < total_steps:
             meter.step_begin()

@@ -1,0 +1,48 @@
+"""train.cpu_allocator=retain: large tensors freed in one step are reused warm in the next, and the
+process gets glibc's behaviour back when training ends."""
+
+from __future__ import annotations
+
+import resource
+
+import pytest
+import torch
+
+from spellfix.training.allocator import _glibc, cpu_heap
+
+needs_glibc = pytest.mark.skipif(_glibc() is None, reason="the setting is glibc malloc's (mallopt)")
+
+MIB = 256 * 1024  # float32 elements per MiB
+
+
+def _step_faults() -> int:
+    """Minor page faults of one step-like pattern: large tensors of several sizes (all above glibc's
+    largest dynamic mmap threshold, 32 MiB) allocated, written, and freed a little later."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    live: list[torch.Tensor] = []
+    for mib in (64, 40, 96, 64, 48):
+        live.append(torch.empty(mib * MIB).fill_(1.0))
+        if len(live) > 2:
+            live.pop(0)
+    del live
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
+@needs_glibc
+def test_retained_heap_reuses_freed_pages_where_system_malloc_faults_them_in_every_step():
+    written_pages = (64 + 40 + 96 + 64 + 48) * 1024 * 1024 // resource.getpagesize()
+    system = [_step_faults() for _ in range(2)]
+    assert min(system) > written_pages // 2  # munmap on free, fresh mmap + page faults next time
+    with cpu_heap("retain", "cpu") as applied:
+        assert applied
+        retained = [_step_faults() for _ in range(8)]  # the heap grows for the first steps ...
+    assert sum(retained[-4:]) < written_pages // 100, retained  # ... then every page is reused warm
+    assert min(_step_faults() for _ in range(2)) > written_pages // 2  # glibc's behaviour is back
+
+
+@needs_glibc
+def test_the_setting_only_applies_to_cpu_training_with_retain():
+    with cpu_heap("system", "cpu") as applied:
+        assert not applied
+    with cpu_heap("retain", "cuda") as applied:
+        assert not applied
