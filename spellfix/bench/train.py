@@ -29,8 +29,10 @@ source + target tokens per second), ``epoch_samples_per_s`` (tokens/s divided by
 non-pad tokens per example: how fast an *epoch* goes, which removes the luck of which batches the
 few measured steps drew — the Trainer's length grouping serves each mega-batch longest first),
 ``median_step_s``, ``achieved_tflops`` and ``mfu`` (model FLOPs of the non-pad tokens, 6·N per token
-for the encoder or decoder + LM head it passes through, over the bf16 matmul peak measured right
-before that run, so it sees the same load; padding is wasted work, not model FLOPs), and ``peak_rss_gb`` (the process's peak resident memory during the
+for the encoder or decoder + LM head it passes through, over the median of every bf16 matmul peak
+measured during the benchmark — at the start of each round and before each run; one denominator for
+all systems, because a single 1024² matmul timing swings by 2x on a shared machine; padding is
+wasted work, not model FLOPs), and ``peak_rss_gb`` (the process's peak resident memory during the
 run, sampled every 50 ms; all systems share one process, so it includes the common baseline).
 """
 
@@ -303,7 +305,7 @@ def run_spellfix(data: BenchData, *, steps: int, seed: int, work_dir: Path, thre
     return record
 
 
-def summarize(record: RunRecord, warmup: int, flops_per_token: float, bf16_peak: float) -> dict[str, float]:
+def summarize(record: RunRecord, warmup: int, flops_per_token: float) -> dict[str, float]:
     """Figures of one run over the steps after the warm-up."""
     ends = record.step_ends
     # step k's duration is end(k) - end(k-1): measured steps start after the warm-up, and never
@@ -321,7 +323,6 @@ def summarize(record: RunRecord, warmup: int, flops_per_token: float, bf16_peak:
         "tokens_per_s": tokens_per_s,
         "median_step_s": statistics.median(times),
         "achieved_tflops": tokens_per_s * flops_per_token / 1e12,
-        "mfu": tokens_per_s * flops_per_token / bf16_peak,
         "peak_rss_gb": record.peak_rss_gb,
         "measured_steps": len(times),
         "load_avg_1m": (record.load_before + record.load_after) / 2,
@@ -402,10 +403,9 @@ def run_train_benchmark(
         shift = r % len(order)
         for system in order[shift:] + order[:shift]:
             gc.collect()
-            run_peak = measure_matmul_peak("bf16")  # right before the run: the load it meets
+            peaks["bf16"].append(measure_matmul_peak("bf16"))  # right before the run: the load it meets
             record = runners[system](r)
-            figures = summarize(record, warmup, flops_per_token, run_peak)
-            figures["bf16_peak_gflops"] = run_peak / 1e9
+            figures = summarize(record, warmup, flops_per_token)
             runs[system].append(figures)
             loads.append(figures["load_avg_1m"])
             progress(
@@ -413,7 +413,8 @@ def run_train_benchmark(
                 f"{figures['tokens_per_s']:.0f} tokens/s, median step {figures['median_step_s']:.2f} s, "
                 f"load {figures['load_avg_1m']:.1f}"
             )
-    entries = [_entry(name_, figures, data.mean_tokens, flops_per_token) for name_, figures in runs.items()]
+    bf16_peak = statistics.median(peaks["bf16"])
+    entries = [_entry(name_, figures, data.mean_tokens, flops_per_token, bf16_peak) for name_, figures in runs.items()]
     entries.append(_summary(entries))
     entries.append(_machine(threads, peaks, loads, time.time() - started))
     entries.append({"name": "versions", **_versions()})
@@ -429,8 +430,10 @@ def _median(runs: list[dict[str, float]], key: str) -> float:
     return statistics.median(r[key] for r in runs)
 
 
-def _entry(name: str, runs: list[dict[str, float]], mean_tokens: float, flops_per_token: float) -> dict[str, Any]:
-    """Medians over the runs; MFU per run against the bf16 peak measured right before that run."""
+def _entry(name: str, runs: list[dict[str, float]], mean_tokens: float, flops_per_token: float,
+           bf16_peak: float) -> dict[str, Any]:
+    """Medians over the runs; MFU = the median achieved FLOP/s over ``bf16_peak`` (the benchmark's
+    median bf16 matmul peak)."""
     tokens_per_s = _median(runs, "tokens_per_s")
     return {
         "name": name,
@@ -439,13 +442,12 @@ def _entry(name: str, runs: list[dict[str, float]], mean_tokens: float, flops_pe
         "epoch_samples_per_s": round(tokens_per_s / mean_tokens, 3),
         "median_step_s": round(_median(runs, "median_step_s"), 3),
         "achieved_tflops": round(tokens_per_s * flops_per_token / 1e12, 4),
-        "mfu": round(_median(runs, "mfu"), 4),
+        "mfu": round(tokens_per_s * flops_per_token / bf16_peak, 4),
         "peak_rss_gb": round(max(r["peak_rss_gb"] for r in runs), 2),
         "repeats": len(runs),
         "runs_samples_per_s": [round(r["samples_per_s"], 3) for r in runs],
         "runs_tokens_per_s": [round(r["tokens_per_s"], 1) for r in runs],
         "runs_load_avg_1m": [round(r["load_avg_1m"], 2) for r in runs],
-        "runs_mfu": [round(r["mfu"], 4) for r in runs],
     }
 
 
@@ -480,7 +482,7 @@ def _machine(threads: int, peaks: dict[str, list[float]], loads: list[float], wa
         "torch_threads": threads,
         "bf16_matmul_peak_gflops": round(statistics.median(peaks["bf16"]) / 1e9, 1),
         "fp32_matmul_peak_gflops": round(statistics.median(peaks["fp32"]) / 1e9, 1),
-        "rounds_bf16_peak_gflops": [round(p / 1e9, 1) for p in peaks["bf16"]],
+        "measured_bf16_peaks_gflops": [round(p / 1e9, 1) for p in peaks["bf16"]],
         "load_avg_1m_median": round(statistics.median(loads), 2) if loads else None,
         "load_avg_1m_max": round(max(loads), 2) if loads else None,
         "mkldnn_bf16": bool(getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)()),
@@ -569,7 +571,7 @@ def render_markdown(entries: list[dict[str, Any]]) -> str:
         "samples/s counts the examples of the measured steps; epoch samples/s = non-pad tokens/s / mean non-pad "
         "tokens per example (independent of which batches the measured steps drew). MFU counts model FLOPs of "
         "non-pad tokens only (6·N per token through the encoder, or the decoder + LM head) over the bf16 matmul "
-        "peak measured just before each run (median over runs). Written by "
+        "peak (the median of every peak measured during the benchmark: one denominator for all systems). Written by "
         "`python benchmarks/train_throughput.py` (spellfix.bench.train).",
         "",
     ]
