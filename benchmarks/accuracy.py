@@ -7,6 +7,8 @@ data/ through the same functions (spellfix.evaluation), single-threaded, in one 
 
 * ``dev-heldout``      -- the rows of data/dev.jsonl that ``spellfix calibrate --holdout word`` held out (split by
   corrected word): where the shipped rule is scored on queries it was not fitted on.
+* ``dev-heldout-no-codespell`` -- the same, less the misspelled rows whose (misspelling, word) pair is in
+  codespell's dictionaries (a noise source of training: those rows measure recall of a known list).
 * ``dev``              -- data/dev.jsonl: multi-word queries, one real human misspelling each, plus
                           the same queries spelled right (identity rows); breakdown by error type
                           (non-word / real-word) and domain;
@@ -17,6 +19,12 @@ For the word lists the distinct correct words are fed as inputs too, so every se
 false-positive rate. Reported per set and system: fix rate, false-positive rate, word correction
 rate, CER, queries/s and characters/s (one thread, whole set), and p50/p99 latency at batch 1.
 ``--candidates`` adds the recall ceiling of dictionary candidates (spellfix.lexical.candidates).
+
+Besides the peers (SymSpell's ``lookup_compound``, pyspellchecker) two model-free baselines
+(``candidates-top1``; ``symspell-guarded``: SymSpell word by word behind spellfix's known-word guard,
+ranked by wordfreq) and two ablations of the model (``spellfix-decoder``: the raw decoder;
+``spellfix-no-candidate-answers``: the acceptance rule over the decoder's answers only) say how much
+each part of the corrector adds.
 
     python benchmarks/accuracy.py                       # peers only (~4 min: pyspellchecker is slow)
     python benchmarks/accuracy.py --model runs/q/best   # + spellfix
@@ -51,13 +59,25 @@ SETS = {
     "dev": "dev.jsonl",
     # the half of dev the shipped rule was not fitted on (spellfix calibrate --holdout word)
     "dev-heldout": "dev.jsonl",
+    # the same half without the misspelled rows whose (misspelling, word) pair codespell lists: the
+    # noise synthesizer trains on codespell's pairs, so those rows measure recall of a known list
+    "dev-heldout-no-codespell": "dev.jsonl",
     "norvig1": "norvig1.tsv",
     "norvig2": "norvig2.tsv",
     "codespell_common": "codespell_common.tsv",
 }
 PEER_NAMES = ("symspell", "pyspellchecker")  # the bar (issue 8)
-BASELINE_NAMES = ("candidates-top1",)  # our own floor: first dictionary candidate for unknown words
-KNOWN_SYSTEMS = ("spellfix", *PEER_NAMES, *BASELINE_NAMES)
+# our own floors: the first dictionary candidate for unknown words; SymSpell word by word behind the
+# same known-word guard, ranked by wordfreq (what a careful engineer builds without a model)
+BASELINE_NAMES = ("candidates-top1", "symspell-guarded")
+#: the model with parts of the corrector switched off (ablations of the full ``spellfix``): the raw
+#: decoder (no acceptance rule, no dictionary candidate answers), and the rule choosing among the
+#: decoder's answers only
+SPELLFIX_ABLATIONS: dict[str, dict[str, Any]] = {
+    "spellfix-decoder": {"acceptance": None, "copy_margin": None, "candidate_answers": 0},
+    "spellfix-no-candidate-answers": {"candidate_answers": 0},
+}
+KNOWN_SYSTEMS = ("spellfix", *SPELLFIX_ABLATIONS, *PEER_NAMES, *BASELINE_NAMES)
 
 # Candidate configurations measured with --candidates (the default one first).
 CANDIDATE_VARIANTS: dict[str, dict[str, Any]] = {
@@ -89,8 +109,18 @@ def load_set(path: Path, limit: int | None = None) -> tuple[list[dict[str, str]]
     return rows + [{"query": c, "correction": c} for c in correct], True
 
 
+def without_codespell_pairs(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    """``rows`` less the misspelled ones whose (misspelling, corrected word) pair is in codespell's
+    dictionaries (the lists the noise synthesizer draws real misspellings from); correct rows stay."""
+    from spellfix.data.noise import codespell_pairs
+
+    listed = set(codespell_pairs())
+    return [r for r in rows if r["query"] == r["correction"] or (r.get("misspelling"), r.get("word")) not in listed]
+
+
 def build_system(name: str, model: str | None, backend: str, **spellfix_options: Any):
-    if name == "spellfix":
+    if name == "spellfix" or name in SPELLFIX_ABLATIONS:
+        spellfix_options.update(SPELLFIX_ABLATIONS.get(name, {}))
         if backend == "torch":
             import torch
 
@@ -323,8 +353,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [s for s in systems if s not in KNOWN_SYSTEMS]
     if unknown:
         parser.error(f"unknown system(s) {unknown}; choose from {', '.join(KNOWN_SYSTEMS)}")
-    if "spellfix" in systems and not args.model:
-        parser.error("system 'spellfix' needs --model")
+    if any(s.startswith("spellfix") for s in systems) and not args.model:
+        parser.error("the spellfix systems need --model")
     sets = [s for s in args.sets.split(",") if s]
     missing = [s for s in sets if s not in SETS]
     if missing:
@@ -335,18 +365,22 @@ def main(argv: list[str] | None = None) -> int:
         if not path.exists():
             parser.error(f"dev set {name!r} not found at {path}")
         data[name] = load_set(path, args.limit)
-        if name == "dev-heldout":
+        if name.startswith("dev-heldout"):
             from spellfix.calibration import split_by_word
 
             rows = data[name][0]
             _, held = split_by_word([r["query"] for r in rows], [r["correction"] for r in rows])
-            data[name] = ([rows[i] for i in held], data[name][1])
+            rows = [rows[i] for i in held]
+            if name == "dev-heldout-no-codespell":
+                rows = without_codespell_pairs(rows)
+            data[name] = (rows, data[name][1])
 
     load_before = os.getloadavg()
     entries = []
     for system_name in systems:
         start = time.perf_counter()
-        options = {"num_beams": args.num_beams, "precision": args.precision} if system_name == "spellfix" else {}
+        spellfix_system = system_name == "spellfix" or system_name in SPELLFIX_ABLATIONS
+        options = {"num_beams": args.num_beams, "precision": args.precision} if spellfix_system else {}
         system = build_system(system_name, args.model, args.backend, **options)
         load_s = time.perf_counter() - start
         for set_name, (rows, added) in data.items():
@@ -354,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
             result = run_one(system, rows, batch_size=args.batch_size, latency_sample=args.latency_sample)
             entries.append({
                 "name": system_name, "dataset": set_name, "identity_rows_added": added, "load_s": load_s,
-                "model": args.model if system_name == "spellfix" else None,
+                "model": args.model if spellfix_system else None,
                 "copy_margin": getattr(system, "copy_margin", None),
                 "real_word_margin": getattr(system, "real_word_margin", None),
                 "known_word_zipf": getattr(system, "known_word_zipf", None),

@@ -83,15 +83,51 @@ class CandidateTop1Baseline:
         return out
 
 
+class GuardedSymSpellBaseline:
+    """Not a peer but the corrector a careful engineer builds without a model: SymSpell word by word
+    behind spellfix's own known-word guard, ranked by wordfreq.
+
+    A word spellfix counts as known (symspellpy's dictionary plus wordfreq's words at Zipf >= 2.5,
+    ``spellfix.lexical.lexicon``) is kept; any other word becomes the dictionary word closest to it
+    (fewest edits, at most 2), the most frequent by wordfreq among equals; a word with none is kept.
+    What the model adds over this is the accuracy benchmark's answer to "how much does BART add?"."""
+
+    name = "symspell-guarded"
+
+    def __init__(self, max_edit_distance: int = 2, known_word_zipf: float = 2.5):
+        from spellfix.lexical.candidates import BUILTIN, load_symspell
+        from spellfix.lexical.lexicon import lexicon, zipf_frequencies
+
+        self.max_edit_distance = max_edit_distance
+        self._sym = load_symspell(BUILTIN, BUILTIN, max_edit_distance, 7)
+        self._known = lexicon(known_word_zipf)
+        self._zipf = zipf_frequencies()
+
+    def correct(self, queries: list[str]) -> list[str]:
+        return [" ".join(self._word(w) for w in query.split()) for query in queries]
+
+    def _word(self, word: str) -> str:
+        from symspellpy import Verbosity
+
+        if word in self._known or not word.isalpha():
+            return word
+        suggestions = self._sym.lookup(word, Verbosity.CLOSEST, max_edit_distance=self.max_edit_distance)
+        if not suggestions:
+            return word
+        return max(suggestions, key=lambda s: (self._zipf.get(s.term, 0.0), s.count, s.term)).term
+
+
 PEERS: dict[str, Callable[[], object]] = {
     SymSpellPeer.name: SymSpellPeer,
     PySpellCheckerPeer.name: PySpellCheckerPeer,
     CandidateTop1Baseline.name: CandidateTop1Baseline,
+    GuardedSymSpellBaseline.name: GuardedSymSpellBaseline,
 }
 
 
 def make_peer(name: str):
-    """A peer corrector by name (``symspell``, ``pyspellchecker``, or the ``candidates-top1`` floor)."""
+    """A peer corrector by name (``symspell``, ``pyspellchecker``, or the ``candidates-top1`` and
+    ``symspell-guarded`` baselines)."""
     try:
         factory = PEERS[name]
     except KeyError:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from spellfix.peers import CandidateTop1Baseline, PySpellCheckerPeer, SymSpellPeer, make_peer
+from spellfix.peers import CandidateTop1Baseline, GuardedSymSpellBaseline, PySpellCheckerPeer, SymSpellPeer, make_peer
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -27,6 +27,14 @@ def test_pyspellchecker_fixes_word_by_word_and_keeps_words_it_cannot_fix():
 def test_candidate_top1_baseline_replaces_unknown_words_and_keeps_known_ones():
     baseline = CandidateTop1Baseline()
     assert baseline.correct(["recieve the package", "kickstart my heart"]) == ["receive the package", "kickstart my heart"]
+
+
+def test_guarded_symspell_keeps_known_words_and_fixes_unknown_ones_to_the_closest_frequent_word():
+    baseline = GuardedSymSpellBaseline()
+    # "tv" and "hart" are known words (wordfreq / symspellpy): kept, as spellfix's guard keeps them;
+    # "hedphones" is one edit from "headphones"; "qzxqzxqzx" has no word within 2 edits: kept
+    assert baseline.correct(["tv stands", "kickstart my hart", "wireles hedphones", "qzxqzxqzx world"]) == [
+        "tv stands", "kickstart my hart", "wireless headphones", "qzxqzxqzx world"]
 
 
 def test_make_peer_rejects_an_unknown_name_listing_the_choices():
@@ -69,7 +77,7 @@ def test_accuracy_bench_runs_peers_on_a_ten_row_file(tmp_path):
     assert code == 0
     report = json.loads((out / "acc.json").read_text())
     got = {(e["name"], e["dataset"]) for e in report["entries"]}
-    assert got == {(p, s) for p in ("symspell", "pyspellchecker", "candidates-top1") for s in ("dev", "norvig1")}
+    assert got == {(p, s) for p in ("symspell", "pyspellchecker", "candidates-top1", "symspell-guarded") for s in ("dev", "norvig1")}
     norvig = next(e for e in report["entries"] if e["name"] == "symspell" and e["dataset"] == "norvig1")
     assert norvig["identity_rows_added"] and norvig["n_correct"] == 10 and norvig["n_misspelled"] == 10
     assert norvig["exact_match_misspelled"] >= 0.5  # these are easy single edits
@@ -94,8 +102,22 @@ def test_accuracy_bench_runs_peers_on_a_ten_row_file(tmp_path):
 
 def test_accuracy_bench_needs_a_model_for_spellfix(tmp_path):
     bench = _load_bench()
-    with pytest.raises(SystemExit):
-        bench.main(["--systems", "spellfix", "--output-dir", str(tmp_path)])
+    for system in ("spellfix", "spellfix-decoder"):
+        with pytest.raises(SystemExit):
+            bench.main(["--systems", system, "--output-dir", str(tmp_path)])
+
+
+def test_heldout_without_codespell_drops_only_misspelled_rows_whose_pair_codespell_lists():
+    from spellfix.data.noise import codespell_pairs
+
+    typo, word = codespell_pairs()[0]
+    rows = [
+        {"query": f"{typo} song", "correction": f"{word} song", "misspelling": typo, "word": word},
+        {"query": "hedphones deal", "correction": "headphones deal", "misspelling": "hedphones", "word": "headphones"},
+        {"query": f"{word} song", "correction": f"{word} song", "misspelling": "", "word": ""},
+    ]
+    assert ("hedphones", "headphones") not in set(codespell_pairs())
+    assert _load_bench().without_codespell_pairs(rows) == rows[1:]
 
 
 def test_accuracy_markdown_says_whether_spellfix_clears_the_peers_bar():
