@@ -35,8 +35,12 @@ def test_retained_heap_reuses_freed_pages_where_system_malloc_faults_them_in_eve
     assert min(system) > written_pages // 2  # munmap on free, fresh mmap + page faults next time
     with cpu_heap("retain", "cpu") as applied:
         assert applied
-        retained = [_step_faults() for _ in range(8)]  # the heap grows for the first steps ...
-    assert sum(retained[-4:]) < written_pages // 100, retained  # ... then every page is reused warm
+        retained = [_step_faults() for _ in range(12)]  # the heap grows for the first steps ...
+    # ... then pages are reused warm: over the last 6 steps fewer faults than half of one step's pages
+    # (glibc's defaults: every page of every step), most steps none (the heap may still grow once
+    # when the process's earlier allocations left it fragmented)
+    assert sum(retained[-6:]) < written_pages // 2, retained
+    assert sorted(retained[-6:])[3] < written_pages // 100, retained
     assert min(_step_faults() for _ in range(2)) > written_pages // 2  # glibc's behaviour is back
 
 
