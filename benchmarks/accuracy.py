@@ -77,7 +77,8 @@ SPELLFIX_ABLATIONS: dict[str, dict[str, Any]] = {
     "spellfix-decoder": {"acceptance": None, "copy_margin": None, "candidate_answers": 0},
     "spellfix-no-candidate-answers": {"candidate_answers": 0},
 }
-KNOWN_SYSTEMS = ("spellfix", *SPELLFIX_ABLATIONS, *PEER_NAMES, *BASELINE_NAMES)
+SPELLFIX_SYSTEMS = ("spellfix", *SPELLFIX_ABLATIONS)  # the ones that need --model
+KNOWN_SYSTEMS = (*SPELLFIX_SYSTEMS, *PEER_NAMES, *BASELINE_NAMES)
 
 # Candidate configurations measured with --candidates (the default one first).
 CANDIDATE_VARIANTS: dict[str, dict[str, Any]] = {
@@ -119,7 +120,7 @@ def without_codespell_pairs(rows: list[dict[str, str]]) -> list[dict[str, str]]:
 
 
 def build_system(name: str, model: str | None, backend: str, **spellfix_options: Any):
-    if name == "spellfix" or name in SPELLFIX_ABLATIONS:
+    if name in SPELLFIX_SYSTEMS:
         spellfix_options.update(SPELLFIX_ABLATIONS.get(name, {}))
         if backend == "torch":
             import torch
@@ -207,7 +208,7 @@ def merge_reports(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
 
 def _versions(systems: Sequence[str]) -> dict[str, str]:
     out = {"python": platform.python_version()}
-    for dist in ("symspellpy", "pyspellchecker", "rapidfuzz", "spellfix", *(("torch", "onnxruntime") if "spellfix" in systems else ())):
+    for dist in ("symspellpy", "pyspellchecker", "rapidfuzz", "spellfix", *(("torch", "onnxruntime") if set(systems) & set(SPELLFIX_SYSTEMS) else ())):
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -353,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [s for s in systems if s not in KNOWN_SYSTEMS]
     if unknown:
         parser.error(f"unknown system(s) {unknown}; choose from {', '.join(KNOWN_SYSTEMS)}")
-    if any(s.startswith("spellfix") for s in systems) and not args.model:
+    if any(s in SPELLFIX_SYSTEMS for s in systems) and not args.model:
         parser.error("the spellfix systems need --model")
     sets = [s for s in args.sets.split(",") if s]
     missing = [s for s in sets if s not in SETS]
@@ -379,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     entries = []
     for system_name in systems:
         start = time.perf_counter()
-        spellfix_system = system_name == "spellfix" or system_name in SPELLFIX_ABLATIONS
+        spellfix_system = system_name in SPELLFIX_SYSTEMS
         options = {"num_beams": args.num_beams, "precision": args.precision} if spellfix_system else {}
         system = build_system(system_name, args.model, args.backend, **options)
         load_s = time.perf_counter() - start

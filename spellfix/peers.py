@@ -95,10 +95,13 @@ class GuardedSymSpellBaseline:
     name = "symspell-guarded"
 
     def __init__(self, max_edit_distance: int = 2, known_word_zipf: float = 2.5):
+        from symspellpy import Verbosity
+
         from spellfix.lexical.candidates import BUILTIN, load_symspell
         from spellfix.lexical.lexicon import lexicon, zipf_frequencies
 
         self.max_edit_distance = max_edit_distance
+        self._closest = Verbosity.CLOSEST
         self._sym = load_symspell(BUILTIN, BUILTIN, max_edit_distance, 7)
         self._known = lexicon(known_word_zipf)
         self._zipf = zipf_frequencies()
@@ -107,11 +110,9 @@ class GuardedSymSpellBaseline:
         return [" ".join(self._word(w) for w in query.split()) for query in queries]
 
     def _word(self, word: str) -> str:
-        from symspellpy import Verbosity
-
         if word in self._known or not word.isalpha():
             return word
-        suggestions = self._sym.lookup(word, Verbosity.CLOSEST, max_edit_distance=self.max_edit_distance)
+        suggestions = self._sym.lookup(word, self._closest, max_edit_distance=self.max_edit_distance)
         if not suggestions:
             return word
         return max(suggestions, key=lambda s: (self._zipf.get(s.term, 0.0), s.count, s.term)).term

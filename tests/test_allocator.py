@@ -50,3 +50,28 @@ def test_the_setting_only_applies_to_cpu_training_with_retain():
         assert not applied
     with cpu_heap("retain", "cuda") as applied:
         assert not applied
+
+
+@needs_glibc
+def test_a_cpu_training_run_trains_under_the_retained_heap_and_hands_glibc_back(tiny_recipe_dict, tmp_path, monkeypatch):
+    """The notebook path: spellfix.train on CPU applies the setting for the run (the real cpu_heap,
+    observed, not replaced) and the process allocates as before once it returns."""
+    import contextlib
+
+    from spellfix.config import load_recipe
+    from spellfix.training import loop
+
+    seen: list[bool] = []
+
+    @contextlib.contextmanager
+    def observed(mode, device_type):
+        with cpu_heap(mode, device_type) as applied:
+            seen.append(applied)
+            yield applied
+
+    monkeypatch.setattr(loop, "cpu_heap", observed)
+    result = loop.train(load_recipe(tiny_recipe_dict), tmp_path / "run", resume="never", progress=False)
+    assert result.steps == tiny_recipe_dict["train"]["max_steps"]
+    assert seen == [True]  # the recipe default, train.cpu_allocator=retain, on CPU
+    written_pages = (64 + 40 + 96 + 64 + 48) * 1024 * 1024 // resource.getpagesize()
+    assert min(_step_faults() for _ in range(2)) > written_pages // 2

@@ -38,30 +38,10 @@ def _chunk_logits(h: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, a
     return logits
 
 
-def _chunk_loss(logits: torch.Tensor, y: torch.Tensor, smoothing: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(summed loss, per-row logsumexp) of one chunk of logits [rows, V] against labels y [rows, 1]."""
-    lse = torch.logsumexp(logits, dim=-1, keepdim=True)
-    nll = lse - logits.gather(1, y)
-    if smoothing:
-        nll = (1 - smoothing) * nll + smoothing * (lse - logits.mean(dim=-1, keepdim=True))
-    return nll.sum(), lse
-
-
-def _logits_to_grad_(logits: torch.Tensor, lse: torch.Tensor, y: torch.Tensor, smoothing: float) -> torch.Tensor:
-    """d loss / d logits = softmax - (1 - eps) * onehot(y) - eps / V, formed in place over ``logits``."""
-    grad = logits.sub_(lse).exp_()
-    if smoothing:
-        grad.sub_(smoothing / logits.size(1))
-    return grad.scatter_add_(1, y, torch.full(y.shape, -(1.0 - smoothing), dtype=grad.dtype, device=grad.device))
-
-
-def _loss_and_grad_into(z: torch.Tensor, y: torch.Tensor, smoothing: float, out: torch.Tensor) -> torch.Tensor:
-    """Summed loss of the logits ``z`` [rows, V] (fp32, overwritten) against ``y`` [rows, 1]; writes
-    d loss / d logits = softmax - (1 - eps) onehot(y) - eps / V into ``out`` (the compute dtype).
-
-    No temporaries of the logits' size: max, exp and the normalisation run in place over ``z`` and the
-    last pass writes the rounded gradient straight into ``out`` (``torch.logsumexp`` would allocate
-    two more [rows, V] tensors)."""
+def _softmax_loss_(z: torch.Tensor, y: torch.Tensor, smoothing: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed loss of the logits ``z`` [rows, V] (fp32) against ``y`` [rows, 1], and the per-row
+    softmax normaliser ``s``; ``z`` is overwritten in place with exp(z - max), so no temporaries of
+    the logits' size exist (``torch.logsumexp`` would allocate two more)."""
     m = z.amax(dim=1, keepdim=True)
     target = z.gather(1, y)
     mean = z.mean(dim=1, keepdim=True) if smoothing else None
@@ -70,10 +50,19 @@ def _loss_and_grad_into(z: torch.Tensor, y: torch.Tensor, smoothing: float, out:
     nll = lse - target
     if mean is not None:
         nll = (1 - smoothing) * nll + smoothing * (lse - mean)
-    # softmax - (1-eps) onehot: subtract (1-eps) * s at the label before dividing by s (in fp32)
+    return nll.sum(), s
+
+
+def _logit_grad_into(z: torch.Tensor, s: torch.Tensor, y: torch.Tensor, smoothing: float, out: torch.Tensor,
+                     scale: torch.Tensor | float = 1.0) -> None:
+    """``out`` = scale * (softmax - (1 - eps) onehot(y) - eps / V), from ``z`` = exp(z - max) and its
+    row sums ``s`` (:func:`_softmax_loss_`). Formed in fp32 and rounded once into ``out`` (the
+    compute dtype); ``scale`` (fp16's incoming gradient, which carries the loss scale) applies
+    before the rounding."""
+    # the onehot term: subtract (1 - eps) * s at the label before dividing by s
     z.scatter_add_(1, y, -(1.0 - smoothing) * s)
-    torch.addcmul(torch.full((), -smoothing / z.size(1), dtype=z.dtype, device=z.device), z, s.reciprocal(), out=out)
-    return nll.sum()
+    offset = torch.as_tensor(-smoothing / z.size(1), dtype=z.dtype, device=z.device) * scale
+    torch.addcmul(offset, z, s.reciprocal() * scale, out=out)
 
 
 class _FusedLinearCrossEntropy(torch.autograd.Function):
@@ -99,8 +88,10 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
         total = torch.zeros((), dtype=acc, device=hidden.device)
         for start in range(0, hidden.size(0), chunk_rows):
             rows = slice(start, start + chunk_rows)
-            logits = _chunk_logits(hidden[rows], w, bias, acc)
-            total += _loss_and_grad_into(logits, labels[rows, None], smoothing, grad_logits[rows])
+            logits, y = _chunk_logits(hidden[rows], w, bias, acc), labels[rows, None]
+            loss, norm = _softmax_loss_(logits, y, smoothing)
+            _logit_grad_into(logits, norm, y, smoothing, grad_logits[rows])
+            total += loss
             del logits
         ctx.grad_hidden = torch.mm(grad_logits, w)
         # (h^T g)^T rather than g^T h: the same product, read row-major (measured ~7 % faster on CPU)
@@ -132,32 +123,29 @@ class _RecomputedLinearCrossEntropy(torch.autograd.Function):
                 smoothing: float, chunk_rows: int) -> torch.Tensor:
         w = weight.detach().to(hidden.dtype)
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
-        lses = []
         for start in range(0, hidden.size(0), chunk_rows):
-            y = labels[start : start + chunk_rows, None]
-            loss, lse = _chunk_loss(_chunk_logits(hidden[start : start + chunk_rows], w, bias, torch.float32), y, smoothing)
-            total += loss
-            lses.append(lse)
-        lse_all = torch.cat(lses) if lses else torch.empty(0, 1, device=hidden.device)
-        ctx.save_for_backward(hidden.detach(), weight.detach(), bias if bias is not None else torch.empty(0), labels, lse_all)
+            rows = slice(start, start + chunk_rows)
+            total += _softmax_loss_(_chunk_logits(hidden[rows], w, bias, torch.float32), labels[rows, None], smoothing)[0]
+        ctx.save_for_backward(hidden.detach(), weight.detach(), bias if bias is not None else torch.empty(0), labels)
         ctx.has_bias, ctx.smoothing, ctx.chunk_rows = bias is not None, smoothing, chunk_rows
         ctx.weight_requires_grad = weight.requires_grad
         return total
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
-        hidden, weight, bias, labels, lse_all = ctx.saved_tensors
+        hidden, weight, bias, labels = ctx.saved_tensors
         bias = bias if ctx.has_bias else None
         w = weight.to(hidden.dtype)
         grad_hidden = torch.empty_like(hidden)
         grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if ctx.weight_requires_grad else None
         for start in range(0, hidden.size(0), ctx.chunk_rows):
-            h = hidden[start : start + ctx.chunk_rows]
-            y = labels[start : start + ctx.chunk_rows, None]
+            rows = slice(start, start + ctx.chunk_rows)
+            h, y = hidden[rows], labels[rows, None]
             logits = _chunk_logits(h, w, bias, torch.float32)
-            grad = _logits_to_grad_(logits, lse_all[start : start + ctx.chunk_rows], y, ctx.smoothing)
-            grad = grad.mul_(grad_output).to(hidden.dtype)  # scaled first, then rounded
-            grad_hidden[start : start + ctx.chunk_rows] = torch.mm(grad, w)
+            _, norm = _softmax_loss_(logits, y, ctx.smoothing)
+            grad = torch.empty(logits.shape, dtype=hidden.dtype, device=hidden.device)
+            _logit_grad_into(logits, norm, y, ctx.smoothing, grad, scale=grad_output)  # scaled first, then rounded
+            grad_hidden[rows] = torch.mm(grad, w)
             if grad_weight is not None:
                 grad_weight += torch.mm(grad.t(), h)
         return grad_hidden, (grad_weight.to(weight.dtype) if grad_weight is not None else None), None, None, None, None
