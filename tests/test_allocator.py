@@ -28,11 +28,26 @@ def _step_faults() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
 
+BIG_MIB = 768  # larger than any block this suite frees, so no free heap left behind can hold it
+
+
+def _big_tensor_faults() -> int:
+    """Minor page faults of writing a BIG_MIB tensor right after an equal one was freed: every page
+    under glibc's own settings (mmap on allocation, munmap on free)."""
+    torch.empty(BIG_MIB * MIB).fill_(1.0)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    torch.empty(BIG_MIB * MIB).fill_(2.0)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
+def _glibc_settings_in_force() -> bool:
+    return _big_tensor_faults() > BIG_MIB * 1024 * 1024 // resource.getpagesize() * 3 // 4
+
+
 @needs_glibc
 def test_retained_heap_reuses_freed_pages_where_system_malloc_faults_them_in_every_step():
     written_pages = (64 + 40 + 96 + 64 + 48) * 1024 * 1024 // resource.getpagesize()
-    system = [_step_faults() for _ in range(2)]
-    assert min(system) > written_pages // 2  # munmap on free, fresh mmap + page faults next time
+    assert _glibc_settings_in_force()  # munmap on free, fresh mmap + page faults next time
     with cpu_heap("retain", "cpu") as applied:
         assert applied
         retained = [_step_faults() for _ in range(12)]  # the heap grows for the first steps ...
@@ -41,7 +56,8 @@ def test_retained_heap_reuses_freed_pages_where_system_malloc_faults_them_in_eve
     # when the process's earlier allocations left it fragmented)
     assert sum(retained[-6:]) < written_pages // 2, retained
     assert sorted(retained[-6:])[3] < written_pages // 100, retained
-    assert min(_step_faults() for _ in range(2)) > written_pages // 2  # glibc's behaviour is back
+    # glibc's settings are back (free heap the run left behind may still serve blocks that fit in it)
+    assert _glibc_settings_in_force()
 
 
 @needs_glibc
@@ -73,5 +89,4 @@ def test_a_cpu_training_run_trains_under_the_retained_heap_and_hands_glibc_back(
     result = loop.train(load_recipe(tiny_recipe_dict), tmp_path / "run", resume="never", progress=False)
     assert result.steps == tiny_recipe_dict["train"]["max_steps"]
     assert seen == [True]  # the recipe default, train.cpu_allocator=retain, on CPU
-    written_pages = (64 + 40 + 96 + 64 + 48) * 1024 * 1024 // resource.getpagesize()
-    assert min(_step_faults() for _ in range(2)) > written_pages // 2
+    assert _glibc_settings_in_force()
