@@ -26,6 +26,7 @@ import numpy as np
 from spellfix.evaluation import normalize
 from spellfix.fsutil import write_json_atomic
 from spellfix.inference.acceptance import AcceptanceModel, answer_features, fit_logistic
+from spellfix.lexical.context import BigramContext
 from spellfix.inference.copy_rule import Answer, CopyDecision
 from spellfix.inference.corrector import SpellCorrector
 
@@ -275,10 +276,10 @@ AnswerExamples = Sequence[Sequence[tuple[Answer, list[float]]]]
 
 
 def acceptance_examples(
-    decisions: Sequence[CopyDecision], lexicon: Collection[str], zipf: Mapping[str, float]
+    decisions: Sequence[CopyDecision], lexicon: Collection[str], zipf: Mapping[str, float], context: BigramContext
 ) -> list[list[tuple[Answer, list[float]]]]:
     """Per row, its answers (highest gain first) with their acceptance features."""
-    return [[(a, answer_features(d.query, a, lexicon, zipf)) for a in d.answers()] for d in decisions]
+    return [[(a, answer_features(d.query, a, lexicon, zipf, context)) for a in d.answers()] for d in decisions]
 
 
 def fit_acceptance(

@@ -96,9 +96,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         held_out["margins"] = {"fixed": on_held.fixed, "changed": on_held.false_positive_rate}
     acceptance = None
     if args.rule == "acceptance":
+        from spellfix.lexical.context import BigramContext
         from spellfix.lexical.lexicon import zipf_frequencies
 
-        examples = calibration.acceptance_examples(decisions, corrector.known_words(), zipf_frequencies())
+        examples = calibration.acceptance_examples(decisions, corrector.known_words(), zipf_frequencies(), BigramContext.builtin())
         try:
             acceptance, accept_points, accept_chosen = calibration.calibrate_acceptance(
                 fit_decisions, fit_references, [examples[i] for i in fit_rows], objective=args.objective, max_fpr=args.max_fpr

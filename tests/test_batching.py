@@ -82,3 +82,18 @@ def test_collator_pads_to_the_longest_row_and_shifts_decoder_inputs():
     assert batch["decoder_input_ids"].tolist() == [[2, 5, 6], [2, 7, 1]]
     assert batch["n_tokens"].item() == 4 + 3 + 3 + 2
     assert batch["input_ids"].dtype == torch.long
+
+
+def test_tokenized_pairs_hold_plain_lists_not_lazy_arrow_columns():
+    """The training loop reads every source length each step: from a lazy datasets Column that
+    decoded the whole table per step (7x the step on 283k pairs); held as lists it is a lookup."""
+    import datasets
+
+    from spellfix.data.tokenization import TokenizedPairs
+
+    table = datasets.Dataset.from_dict({"input_ids": [[0, 5, 2], [0, 7, 8, 9, 2]], "labels": [[0, 5, 2], [0, 7, 2]], "source": ["a", "b"]})
+    pairs = TokenizedPairs(table.shuffle(seed=1))  # an indices mapping, as after a shuffle or select
+    assert type(pairs.sources) is list and type(pairs.targets) is list
+    assert sorted(pairs.source_lengths) == [3, 5] and sorted(pairs.target_lengths) == [3, 3]
+    assert {tuple(pairs[i][0]) for i in range(len(pairs))} == {(0, 5, 2), (0, 7, 8, 9, 2)}
+    assert pairs.__getitems__([0, 1]) == [pairs[0], pairs[1]]

@@ -58,11 +58,18 @@ def tokenize_pairs(
 
 
 class TokenizedPairs(torch.utils.data.Dataset):
-    """In-memory (input_ids, labels) lists: cheap random access for the micro-batch sampler."""
+    """In-memory (input_ids, labels) lists: cheap random access for the micro-batch sampler.
+
+    Why copied out of Arrow: since datasets 4, ``ds["input_ids"]`` is a lazy ``Column`` that
+    decodes rows on every access, and the training loop reads every source length once per step
+    for its throughput count (3.5 s per step on 283k pairs, 7x the step itself)."""
 
     def __init__(self, ds: datasets.Dataset):
-        self.sources: list[list[int]] = ds["input_ids"]
-        self.targets: list[list[int]] = ds["labels"]
+        columns = ds.select_columns(["input_ids", "labels"])[:]
+        self.sources: list[list[int]] = columns["input_ids"]
+        self.targets: list[list[int]] = columns["labels"]
+        self._source_lengths = [len(s) for s in self.sources]
+        self._target_lengths = [len(t) for t in self.targets]
 
     def __len__(self) -> int:
         return len(self.sources)
@@ -75,8 +82,8 @@ class TokenizedPairs(torch.utils.data.Dataset):
 
     @property
     def source_lengths(self) -> list[int]:
-        return [len(s) for s in self.sources]
+        return self._source_lengths
 
     @property
     def target_lengths(self) -> list[int]:
-        return [len(t) for t in self.targets]
+        return self._target_lengths

@@ -35,6 +35,7 @@ from spellfix.inference.backends import BACKENDS, Backend
 from spellfix.inference.changes import apply_edits, only_real_words, word_edits
 from spellfix.inference.copy_rule import Answer, CopyDecision, edit_subsets, judged_edits, partial_answers
 from spellfix.inference.decoding import DecodingOptions, copy_verify, generate, score_sequences
+from spellfix.lexical.context import BigramContext
 from spellfix.lexical.lexicon import check_known_word_zipf, lexicon, zipf_frequencies
 from spellfix.inference.tokenization import QueryTokenizer
 from spellfix.inference.text import check_queries, normalize_query
@@ -220,8 +221,8 @@ class SpellCorrector:
         else the margins' (no margin: the decoder's answer)."""
         if self.acceptance is None:
             return decision.choose(self.copy_margin, self.real_word_margin)
-        model, words, frequencies = self.acceptance, self.known_words(), zipf_frequencies()
-        return decision.choose_by(lambda answer: model.accepts(answer_features(decision.query, answer, words, frequencies)))
+        model, words, frequencies, context = self.acceptance, self.known_words(), zipf_frequencies(), BigramContext.builtin()
+        return decision.choose_by(lambda answer: model.accepts(answer_features(decision.query, answer, words, frequencies, context)))
 
     def known_words(self) -> frozenset[str]:
         """The words that count as known for the real-word rule and the acceptance features."""
