@@ -290,3 +290,27 @@ def test_top_dictionary_words_are_the_most_frequent_real_words_in_order() -> Non
     assert all(len(w) >= 3 and w in dictionary_words() for w in words)
     assert "accommodation" in words and "accommodation" not in top_dictionary_words(1000)
     assert top_dictionary_words(0) == []
+
+
+def test_real_word_rate_turns_misspellings_into_other_dictionary_words() -> None:
+    """Real-word errors ("hart" for "heart") are a fifth of dev's misspellings; random edits make
+    few of them. ``real_word_rate`` redraws a misspelling until it is a dictionary word."""
+    vocabulary = dictionary_words()
+
+    def real_word_share(rate: float, clean: list[str]) -> float:
+        config = NoiseConfig(identity_rate=0.0, two_errors_rate=0.0, split_rate=0.0, merge_rate=0.0, real_word_rate=rate)
+        changed = [
+            next(a for a, b in zip(noisy.split(" "), clean.split(" ")) if a != b)
+            for noisy, clean in make_noisy_pairs(clean, seed=0, config=config, confusions=NO_CONFUSIONS)
+            if noisy != clean
+        ]
+        return sum(word in vocabulary for word in changed) / len(changed)
+
+    multi = [q for q in queries(3000) if len(q.split()) >= 2]
+    assert real_word_share(0.0, multi) < 0.12
+    assert real_word_share(1.0, multi) > 0.3 + real_word_share(0.0, multi)
+    # a one-word query never gets one: nothing would tell it from a correct query
+    single = sorted(w for w in vocabulary if 4 <= len(w) <= 8)[::40]
+    assert real_word_share(1.0, single) == real_word_share(0.0, single)
+    with pytest.raises(ValueError, match="real_word_rate"):
+        NoiseConfig(real_word_rate=1.5)

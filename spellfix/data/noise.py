@@ -77,6 +77,8 @@ EDIT_TYPES = (
     "undouble",
 )
 POSITION_BINS = 5
+#: synthetic misspellings drawn per word, at most, looking for a real-word error (``real_word_rate``)
+REAL_WORD_TRIES = 30
 
 
 def _help(text: str, **kwargs: Any) -> Any:
@@ -95,6 +97,12 @@ class NoiseConfig:
     merge_rate: float = _help("Share of word errors that merge two words ('cellphone').", default=0.03)
     confusion_rate: float = _help(
         "Chance a word with known real misspellings gets one of them instead of synthetic edits.", default=0.5
+    )
+    real_word_rate: float = _help(
+        "Chance a synthetic misspelling in a query of 2+ words is redrawn until it is another dictionary word "
+        "(a real-word error, 'heart' -> 'hart'), so the model learns to fix words that are spelled right but "
+        "wrong in context. 0: only the real-word errors random edits happen to make.",
+        default=0.0,
     )
     edits_per_word: list[float] = _help(
         "Relative weights of 1, 2, 3 character edits in a misspelled word (calibrated).",
@@ -131,7 +139,7 @@ class NoiseConfig:
     use_codespell: bool = _help("Add codespell's dictionary of real misspellings to the confusion list.", default=True)
 
     def __post_init__(self) -> None:
-        rates = ("identity_rate", "two_errors_rate", "split_rate", "merge_rate", "confusion_rate", "first_char_rate")
+        rates = ("identity_rate", "two_errors_rate", "split_rate", "merge_rate", "confusion_rate", "real_word_rate", "first_char_rate")
         for name in rates + ("insert_keyboard_share", "insert_vowel_share"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -391,7 +399,7 @@ class _Synthesizer:
                 return
         if free:
             i = rng.choice(free)
-            words[i] = self.misspell(words[i])
+            words[i] = self.misspell(words[i], in_context=len(words) > 1)
             touched.add(i)
 
     def _eligible(self, word: str) -> bool:
@@ -407,12 +415,26 @@ class _Synthesizer:
 
     # ---- word level
 
-    def misspell(self, word: str) -> str:
-        """A misspelling of ``word`` (different from it whenever the word has 2+ letters)."""
+    def misspell(self, word: str, in_context: bool = True) -> str:
+        """A misspelling of ``word`` (different from it whenever the word has 2+ letters).
+        ``in_context``: the word has neighbours; a one-word query never gets a real-word error (nothing
+        could tell it from a correct query, so the model would learn to change correct words)."""
         rng = self.rng
         real = self.confusions.get(word)
         if real and rng.random() < self.config.confusion_rate:
             return real[int(rng.random() * len(real))]
+        if in_context and self.config.real_word_rate and rng.random() < self.config.real_word_rate:
+            # the same calibrated edits, kept only when they land on another dictionary word
+            # ("heart" -> "hart"); words with no such neighbour get an ordinary misspelling
+            for _ in range(REAL_WORD_TRIES):
+                out = self._synthetic(word)
+                if out != word and self._known(out):
+                    return out
+        return self._synthetic(word)
+
+    def _synthetic(self, word: str) -> str:
+        """Calibrated character edits of ``word`` (the word itself when none changes it)."""
+        rng = self.rng
         # At most one edit per two letters, the same bound the calibration data was filtered with:
         # three edits turn "vol" into noise no one would type.
         max_edits = max(1, len(word) // 2)
