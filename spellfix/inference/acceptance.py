@@ -4,13 +4,14 @@ Why: the copy margins (``copy_rule``) ask one question of an answer — how much
 finds it than the query. On the dev set that confidence is a weak signal on its own: a small model
 trained from scratch is as sure that "klipsch" should be "kitsch" as that "hurple" should be
 "purple". What separates them is what a classic corrector knows: how common the replaced word is
-(wordfreq has seen "klipsch"; "hurple" never), how common the new word is, how far apart they are.
+(wordfreq has seen "klipsch"; "hurple" never), how common the new word is, how far apart they are,
+and whether the neighbouring words go with the change (``spellfix.lexical.context``).
 The acceptance model is a logistic regression over those features and the model's own scores,
 fitted on the dev set by ``spellfix calibrate --rule acceptance`` together with a threshold
 (``decoding.acceptance`` in ``spellfix.json``). Like the margins it runs in plain Python after the
 judging pass, so every backend (torch, ONNX Runtime, TensorRT, Triton) applies it the same way.
 
-The fit is a few lines of Newton's method (numpy): nine features and a few thousand rows do not
+The fit is a few lines of Newton's method (numpy): ten features and a few thousand rows do not
 justify scikit-learn (and SciPy) in the serving environment or the install.
 """
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -60,6 +61,8 @@ class AcceptanceModel:
     scale: tuple[float, ...]
     threshold: float
     features: tuple[str, ...] = FEATURES
+    #: where each of ``features`` sits in an ``answer_features`` vector
+    _columns: tuple[int, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         unknown = [name for name in self.features if name not in FEATURES]
@@ -67,11 +70,12 @@ class AcceptanceModel:
             raise ValueError(f"acceptance features must be distinct names from {list(FEATURES)}, got {list(self.features)}")
         if not len(self.weights) == len(self.mean) == len(self.scale) == len(self.features):
             raise ValueError(f"acceptance model: {len(self.features)} features but {len(self.weights)} weights, {len(self.mean)} means, {len(self.scale)} scales")
+        object.__setattr__(self, "_columns", tuple(FEATURES.index(name) for name in self.features))
 
     def score(self, features: Sequence[float]) -> float:
         """``features``: one answer's ``answer_features`` (all of ``FEATURES``, in that order); a NaN
         (no evidence, e.g. no neighbouring words for ``context_gain``) scores as the mean."""
-        values = np.asarray(features, dtype=np.float64)[[FEATURES.index(name) for name in self.features]]
+        values = np.asarray(features, dtype=np.float64)[list(self._columns)]
         z = np.nan_to_num((values - np.asarray(self.mean)) / np.asarray(self.scale), nan=0.0)
         return float(z @ np.asarray(self.weights) + self.bias)
 
