@@ -26,9 +26,9 @@ import numpy as np
 from spellfix.evaluation import normalize
 from spellfix.fsutil import write_json_atomic
 from spellfix.inference.acceptance import AcceptanceModel, answer_features, fit_logistic
-from spellfix.lexical.context import BigramContext
 from spellfix.inference.copy_rule import Answer, CopyDecision
 from spellfix.inference.corrector import SpellCorrector
+from spellfix.lexical.context import BigramContext
 
 #: exact_match: share of all dev rows right (fixes and broken queries weigh the same);
 #: fixed: the fix rate alone, for use with a false-positive budget (``max_fpr``)

@@ -164,6 +164,12 @@ def test_a_model_saved_before_context_gain_existed_scores_with_its_own_features(
     values = [3.0] * len(FEATURES)
     moved = [3.0 if name != "context_gain" else -30.0 for name in FEATURES]
     assert model.score(values) == model.score(moved) == pytest.approx(0.1 + 9 * 0.5 * (3.0 - 1.0) / 2.0)
+    # the corrector then passes no context: the feature is NaN, the others and the score unchanged
+    answer = Answer("kickstart my heart", 1.0, word_slack=1.0)
+    with_context = answer_features("kickstart my hart", answer, LEXICON, zipf_frequencies(), CONTEXT)
+    without = answer_features("kickstart my hart", answer, LEXICON, zipf_frequencies(), None)
+    assert math.isnan(without[-1]) and without[:-1] == with_context[:-1]
+    assert model.score(without) == model.score(with_context)
 
 
 torch = pytest.importorskip("torch")

@@ -125,13 +125,14 @@ def _is_number(value: Any) -> bool:
 
 
 def answer_features(
-    query: str, answer: Answer, lexicon: Collection[str], zipf: Mapping[str, float], context: BigramContext
+    query: str, answer: Answer, lexicon: Collection[str], zipf: Mapping[str, float], context: BigramContext | None
 ) -> list[float]:
-    """The ``FEATURES`` of one answer to ``query``."""
+    """The ``FEATURES`` of one answer to ``query``. ``context``: None when the caller's model does not
+    use ``context_gain`` (a model calibrated before it existed): that feature is then NaN, unread."""
     query_words = query.split()
     edits = word_edits(query, answer.text, lexicon)
     distance, new_zipf, old_zipf, same_first = 0, math.inf, 0.0, True
-    context_gains = [context.edit_gain(query_words, edit.start, edit.end, edit.words) for edit in edits]
+    context_gains = [context.edit_gain(query_words, edit.start, edit.end, edit.words) for edit in edits] if context else []
     known_gains = [gain for gain in context_gains if not math.isnan(gain)]
     for edit in edits:
         old, new = " ".join(query_words[edit.start : edit.end]), " ".join(edit.words)

@@ -221,7 +221,9 @@ class SpellCorrector:
         else the margins' (no margin: the decoder's answer)."""
         if self.acceptance is None:
             return decision.choose(self.copy_margin, self.real_word_margin)
-        model, words, frequencies, context = self.acceptance, self.known_words(), zipf_frequencies(), BigramContext.builtin()
+        model, words, frequencies = self.acceptance, self.known_words(), zipf_frequencies()
+        # symspellpy's lists (a 3 s load when the model has no candidates) only for a model that reads them
+        context = BigramContext.builtin() if "context_gain" in model.features else None
         return decision.choose_by(lambda answer: model.accepts(answer_features(decision.query, answer, words, frequencies, context)))
 
     def known_words(self) -> frozenset[str]:
